@@ -1,0 +1,102 @@
+"""What a run leaves on disk: metrics.json, loss.png and samples.txt.
+
+``RunRecorder`` keeps the loss history itself (independent of any logger, so the files exist
+with ``logger=none``) and times only the training batches, so tokens/s is not diluted by
+validation, sampling or start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class RunRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.train_curve: list[tuple[int, float]] = []  # (step, loss), every log_every_n_steps
+        self.val_curve: list[tuple[int, float]] = []  # (step, loss), every validation
+        self.train_tokens = 0
+        self.train_seconds = 0.0
+        self.first_step_wall: float | None = None  # time.time() when the first step finished
+        self.initial_val: float | None = None  # val loss before any step (full sanity check)
+        self._batch_t0 = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self.train_seconds += now - self._batch_t0
+        self.train_tokens += batch[0].numel()
+        if self.first_step_wall is None:
+            self.first_step_wall = time.time()
+        step = trainer.global_step
+        if step == 1 or step % max(1, trainer.log_every_n_steps) == 0:
+            loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)  # syncs, rarely
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(f"train/loss is {loss} at step {step}; lower optim.lr or check the data")
+            self.train_curve.append((step, loss))
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is None:
+            return
+        if not trainer.sanity_checking:
+            self.val_curve.append((trainer.global_step, float(loss)))
+        elif math.isinf(trainer.num_sanity_val_steps):
+            # num_sanity_val_steps=-1: the sanity check reads what every validation reads,
+            # so it is a fair "before training" point of the curve
+            self.initial_val = float(loss)
+            self.val_curve.append((0, self.initial_val))
+
+    @property
+    def tokens_per_sec(self) -> float | None:
+        return self.train_tokens / self.train_seconds if self.train_seconds > 0 else None
+
+    @property
+    def best_val(self) -> float | None:
+        finite = [v for _, v in self.val_curve if math.isfinite(v)]
+        return min(finite) if finite else None
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def plot_losses(path: Path, recorder: RunRecorder, title: str) -> None:
+    """Train and val loss against step: the original Article GPT's loss picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if recorder.train_curve:
+        ax.plot(*zip(*recorder.train_curve), label="train/loss", lw=1.2)
+    if recorder.val_curve:
+        ax.plot(*zip(*recorder.val_curve), "o-", label="val/loss", lw=1.5, ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_samples(path: Path, samples: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for s in samples:
+            f.write(f"=== epoch {s['epoch']} (step {s['step']}) ===\n{s['text']}\n\n")

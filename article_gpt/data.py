@@ -1,0 +1,207 @@
+"""Corpora -> token ids (cached once) -> windows of block_size + 1 tokens -> batches.
+
+A source is a file, a directory (every .txt/.md inside, sorted) or a glob. Each file is a
+document; documents are joined with <|endoftext|>. The ids are cached as a uint16 memmap
+keyed by the sha256 of the encoding name and every document's bytes, so a second run with
+the same text re-tokenizes nothing and a changed file can never hit a stale cache.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from article_gpt.errors import DataError
+from article_gpt.tokenizer import get_encoding
+
+TEXT_SUFFIXES = (".txt", ".md")
+
+
+@dataclass
+class SplitConfig:
+    path: str | None = None
+    max_samples: int | None = None  # cap on windows in this split; None = all
+
+
+@dataclass
+class LoaderConfig:
+    batch_size: int = 16
+    shuffle: bool = True  # train only; validation is always read in order
+    num_workers: int = 0
+    drop_last: bool = False
+    pin_memory: bool = False
+
+
+def resolve_files(source: str) -> list[Path]:
+    """The files a source names, in a stable order, or a DataError naming the source."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+        if not files:
+            raise DataError(f"{source}: directory holds no {'/'.join(TEXT_SUFFIXES)} files")
+        return files
+    if glob.has_magic(source):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True))
+        files = [p for p in files if p.is_file()]
+        if not files:
+            raise DataError(f"{source}: glob matches no files")
+        return files
+    raise DataError(f"{source}: no such file or directory")
+
+
+def read_documents(source: str) -> list[tuple[Path, str]]:
+    docs = []
+    for f in resolve_files(source):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{f}: not UTF-8 text (byte {err.start})") from None
+        except OSError as err:
+            raise DataError(f"{f}: cannot read ({err.strerror})") from None
+        if not text.strip():
+            raise DataError(f"{f}: file is empty")
+        docs.append((f, text))
+    return docs
+
+
+def tokenize_documents(docs: list[tuple[Path, str]], encoding: str, cache_dir: str | None) -> np.ndarray:
+    """uint16 ids of the documents joined with EOT, read from the cache when it holds them."""
+    enc = get_encoding(encoding)
+    if enc.n_vocab > 2**16:
+        raise DataError(f"tokenizer {encoding!r} has {enc.n_vocab} ids, more than the uint16 cache holds")
+    key = hashlib.sha256(encoding.encode())
+    for _, text in docs:
+        key.update(b"\0doc\0" + text.encode("utf-8"))
+    cache = Path(cache_dir) / f"{key.hexdigest()[:32]}.u16" if cache_dir else None
+    if cache is not None and cache.exists():
+        return np.memmap(cache, dtype=np.uint16, mode="r")
+    ids: list[int] = []
+    for i, (_, text) in enumerate(docs):
+        if i:
+            ids.append(enc.eot_token)
+        ids.extend(enc.encode_ordinary(text))  # a literal "<|endoftext|>" in text stays text
+    arr = np.asarray(ids, dtype=np.uint16)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        arr.tofile(tmp)
+        os.replace(tmp, cache)  # atomic: concurrent jobs never read a half-written cache
+    return arr
+
+
+def split_tokens(ids: np.ndarray, val_fraction: float, eot: int, min_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/val split near ``1 - val_fraction``, at a document boundary when
+    one lies close enough (within half the val size) and leaves both sides usable."""
+    n = len(ids)
+    cut = int(round(n * (1 - val_fraction)))
+    boundaries = np.flatnonzero(np.asarray(ids) == eot)
+    ok = boundaries[(boundaries >= min_len) & (n - boundaries - 1 >= min_len)]
+    if len(ok):
+        best = ok[np.argmin(np.abs(ok - cut))]
+        if abs(best - cut) <= (n - cut) / 2:
+            return ids[:best], ids[best + 1 :]  # drop the EOT between them
+    return ids[:cut], ids[cut:]
+
+
+class TokenWindows(Dataset):
+    """Windows of ``block_size + 1`` tokens starting every ``stride`` tokens: x = w[:-1], y = w[1:]."""
+
+    def __init__(self, ids: np.ndarray, block_size: int, stride: int, max_samples: int | None = None) -> None:
+        self.ids, self.block_size = ids, block_size
+        self.starts = range(0, len(ids) - block_size, stride)
+        if max_samples is not None:
+            self.starts = self.starts[:max_samples]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.starts[i]
+        w = torch.from_numpy(self.ids[s : s + self.block_size + 1].astype(np.int64))
+        return w[:-1], w[1:]
+
+
+class TextDataModule(L.LightningDataModule):
+    """Train/val windows from explicit files (``val.path``) or one corpus split by ``val_fraction``."""
+
+    def __init__(
+        self,
+        train: dict,
+        val: dict,
+        block_size: int,
+        val_fraction: float | None = None,
+        stride: int | None = None,
+        dataloader: dict | None = None,
+        tokenizer: str = "gpt2",
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.train_cfg, self.val_cfg = SplitConfig(**train), SplitConfig(**val)
+        self.block_size, self.stride = block_size, stride or block_size
+        self.val_fraction = val_fraction
+        self.loader = LoaderConfig(**(dataloader or {}))
+        self.tokenizer, self.cache_dir, self.seed = tokenizer, cache_dir, seed
+        self.train_ids: np.ndarray | None = None
+        self.val_ids: np.ndarray | None = None
+
+    def _ids(self, source: str) -> np.ndarray:
+        return tokenize_documents(read_documents(source), self.tokenizer, self.cache_dir)
+
+    def _check(self, ids: np.ndarray, what: str, source: str) -> None:
+        if len(ids) < self.block_size + 1:
+            raise DataError(
+                f"{source}: {what} split has {len(ids)} tokens, fewer than "
+                f"block_size + 1 = {self.block_size + 1}; lower model.block_size or add text"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_ids is not None:
+            return
+        train_src = self.train_cfg.path
+        if self.val_cfg.path:
+            self.train_ids, self.val_ids = self._ids(train_src), self._ids(self.val_cfg.path)
+            self._check(self.train_ids, "train", train_src)
+            self._check(self.val_ids, "val", self.val_cfg.path)
+        else:
+            ids = self._ids(train_src)
+            eot = get_encoding(self.tokenizer).eot_token
+            self.train_ids, self.val_ids = split_tokens(ids, self.val_fraction, eot, self.block_size + 1)
+            self._check(self.train_ids, "train", train_src)
+            self._check(self.val_ids, f"val (val_fraction={self.val_fraction})", train_src)
+        self.train_set = TokenWindows(self.train_ids, self.block_size, self.stride, self.train_cfg.max_samples)
+        self.val_set = TokenWindows(self.val_ids, self.block_size, self.stride, self.val_cfg.max_samples)
+
+    def token_counts(self) -> dict[str, int]:
+        self.setup()
+        return {"train_tokens": len(self.train_ids), "val_tokens": len(self.val_ids)}
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        cfg = self.loader
+        gen = torch.Generator().manual_seed(self.seed) if train else None
+        return DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            shuffle=cfg.shuffle and train,
+            drop_last=cfg.drop_last and train,
+            num_workers=cfg.num_workers,
+            pin_memory=cfg.pin_memory,
+            persistent_workers=cfg.num_workers > 0,
+            generator=gen,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)

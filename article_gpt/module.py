@@ -1,0 +1,131 @@
+"""The LightningModule: loss, optimizer, LR schedule and samples around the pure-torch GPT.
+
+It holds no data and opens no files: ``save_hyperparameters`` stores the model, optimizer
+and sampling settings in every checkpoint, so a checkpoint alone rebuilds the model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+
+from article_gpt.generate import generate
+from article_gpt.model import GPT, GPTConfig
+from article_gpt.tokenizer import get_encoding
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
+
+
+@dataclass
+class SampleConfig:
+    prompt: str = "Backpropagation is"
+    max_new_tokens: int = 40
+    temperature: float = 0.8
+    top_k: int | None = 50
+    seed: int = 0
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class GPTModule(L.LightningModule):
+    def __init__(
+        self,
+        model: dict,
+        optim: dict | None = None,
+        sample: dict | None = None,
+        tokenizer: str = "gpt2",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = GPT(GPTConfig(**model))
+        self.optim = OptimConfig(**(optim or {}))
+        self.sample_cfg = SampleConfig(**(sample or {}))
+        self.tokenizer, self.compile = tokenizer, compile
+        self.samples: list[dict] = []  # (epoch, step, prompt, text), read by the run recorder
+        self._tokens_seen = 0
+        self._t0: float | None = None
+
+    def configure_model(self) -> None:
+        # The compiled wrapper lives outside the module registry, so checkpoints keep the
+        # plain ``model.*`` keys and load with or without compile.
+        if self.compile and "_step_model" not in self.__dict__:
+            object.__setattr__(self, "_step_model", torch.compile(self.model))
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        return self.__dict__.get("_step_model", self.model)(idx, targets)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        _, loss = self(x, y)
+        self._tokens_seen += x.numel()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.size(0))
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        if self._t0 is not None:
+            elapsed = time.perf_counter() - self._t0
+            self.log("train/tokens_per_sec", self._tokens_seen / max(elapsed, 1e-9), on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_start(self) -> None:
+        self._t0, self._tokens_seen = time.perf_counter(), 0
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        _, loss = self(x, y)
+        # Lightning weights each batch's mean by batch_size, so val/loss is the per-window mean.
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=x.size(0))
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.trainer.callback_metrics.get("val/loss")
+        if loss is not None:
+            self.log("val/ppl", torch.exp(loss))
+        if not self.trainer.sanity_checking and self.sample_cfg.max_new_tokens > 0:
+            text = self.sample()
+            self.samples.append(
+                {"epoch": self.current_epoch, "step": self.global_step, "prompt": self.sample_cfg.prompt, "text": text}
+            )
+
+    def sample(self, prompt: str | None = None) -> str:
+        """Prompt plus a continuation drawn with the configured sampling settings."""
+        cfg, enc = self.sample_cfg, get_encoding(self.tokenizer)
+        prompt = cfg.prompt if prompt is None else prompt
+        ids = enc.encode(prompt, allowed_special={"<|endoftext|>"}) or [enc.eot_token]
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        out = generate(
+            self.model,
+            torch.tensor([ids], device=self.device),
+            cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            eos_id=enc.eot_token,
+            generator=gen,
+        )
+        return prompt + enc.decode(out[0])
+
+    def configure_optimizers(self):
+        o = self.optim
+        fused = self.device.type == "cuda"
+        opt = torch.optim.AdamW(
+            self.model.param_groups(o.weight_decay), lr=o.lr, betas=tuple(o.betas), fused=fused or None
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(o.warmup_steps, total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warmup, total, o.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,158 @@
+"""One training run: validate -> build -> fit -> artifacts, with W&B always closed.
+
+A run that fails still writes ``metrics.json`` (``status: failed`` and a one-line error;
+the traceback goes to ``error.log``). In a multirun the failure is returned as NaN, so the
+sweep goes on with its next job and sweepers such as Optuna see a failed trial; a single run
+re-raises it for the entry point to report in one line.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from article_gpt import artifacts, tracking
+from article_gpt.config import validate
+from article_gpt.errors import ArticleGPTError, ConfigError, RunFailedError
+from article_gpt.module import GPTModule
+
+
+@dataclass
+class RunContext:
+    run_dir: Path
+    group: str  # the sweep id for every job of a sweep; the run's own id otherwise
+    name: str  # the job's overrides in short form, e.g. "heads=4,block_size=32"
+    overrides: list[str]
+    multirun: bool
+
+
+def short_name(overrides: list[str]) -> str:
+    """``model.heads=4`` -> ``heads=4``; several joined by commas."""
+    parts = []
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return ",".join(parts)
+
+
+def run_context(cfg: DictConfig) -> RunContext:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    overrides = list(hc.overrides.task)
+    group = Path(hc.sweep.dir).name if multirun else run_dir.name
+    return RunContext(run_dir, group, short_name(overrides) or run_dir.name, overrides, multirun)
+
+
+def one_line(err: BaseException) -> str:
+    msg = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {msg[0] if msg else ''}" if not isinstance(err, ArticleGPTError) else msg[0]
+
+
+def build_module(cfg: DictConfig) -> GPTModule:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    return GPTModule(model=c["model"], optim=c["optim"], sample=c["sample"], tokenizer=c["tokenizer"],
+                     compile=c["compile"])
+
+
+def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
+    """Fit one model; return the optimized metric (``cfg.optimized_metric``), NaN on failure."""
+    ctx = ctx or run_context(cfg)
+    run_dir = ctx.run_dir
+    if (run_dir / "metrics.json").exists():
+        raise ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    recorder, loggers, module, trainer = artifacts.RunRecorder(), [], None, None
+    derived: dict = {}
+    status, error = "failed", None
+    try:
+        validate(cfg)
+        if cfg.tf32 and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = instantiate(cfg.data, _convert_="all")
+        module = build_module(cfg)
+        derived = {**module.model.num_params(), "flops_per_token": module.model.flops_per_token(),
+                   **datamodule.token_counts()}
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        loggers = tracking.build_loggers(resolved.get("logger") or {}, run_dir, ctx.group, ctx.name,
+                                         {**resolved, **derived}, resolved.get("tags"))
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[*callbacks, recorder],
+                              default_root_dir=str(run_dir))
+        trainer.fit(module, datamodule=datamodule)
+        status = "interrupted" if trainer.interrupted else "completed"
+    except Exception as err:
+        error = one_line(err)
+        (run_dir / "error.log").write_text(traceback.format_exc())
+        if not ctx.multirun:
+            if isinstance(err, ArticleGPTError):
+                raise
+            raise RunFailedError(f"{error} (traceback in {run_dir / 'error.log'})") from err
+    finally:
+        metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
+        write_run_files(run_dir, metrics, recorder, module)
+        tracking.log_samples_table(loggers, module.samples if module else [])
+        tracking.finish_loggers(loggers, {"status": status, "best_val_loss": metrics["val_loss"]},
+                                failed=status != "completed")
+        report(metrics, module)
+    value = metrics.get(cfg.get("optimized_metric") or "val_loss")
+    return float(value) if status == "completed" and value is not None else math.nan
+
+
+def collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start) -> dict:
+    best = recorder.best_val
+    ckpt = getattr(trainer, "checkpoint_callback", None) if trainer else None
+    return {
+        "status": status,
+        "error": error,
+        "val_loss": best,
+        "val_ppl": math.exp(best) if best is not None else None,
+        "val_loss_initial": recorder.initial_val,
+        "train_loss": recorder.train_curve[-1][1] if recorder.train_curve else None,
+        **derived,
+        "tokens_per_sec": recorder.tokens_per_sec,
+        "steps": trainer.global_step if trainer else 0,
+        "epochs": trainer.current_epoch if trainer else 0,
+        "elapsed_s": round(time.time() - t_start, 3),
+        "first_step_s": round(recorder.first_step_wall - t_start, 3) if recorder.first_step_wall else None,
+        "best_ckpt": getattr(ckpt, "best_model_path", None) or None,
+        "run_dir": str(ctx.run_dir),
+        "group": ctx.group,
+        "name": ctx.name,
+        "overrides": ctx.overrides,
+        **tracking.wandb_run_info(loggers),
+    }
+
+
+def write_run_files(run_dir: Path, metrics: dict, recorder: artifacts.RunRecorder, module) -> None:
+    artifacts.write_json(run_dir / "metrics.json", metrics)
+    if recorder.train_curve or recorder.val_curve:
+        artifacts.plot_losses(run_dir / "loss.png", recorder, f"{metrics['group']}  {metrics['name']}")
+    if module is not None and module.samples:
+        artifacts.write_samples(run_dir / "samples.txt", module.samples)
+
+
+def report(metrics: dict, module) -> None:
+    best = metrics["val_loss"]
+    print(f"\nrun dir:       {metrics['run_dir']}")
+    print(f"status:        {metrics['status']}" + (f" ({metrics['error']})" if metrics["error"] else ""))
+    if best is not None:
+        first = metrics["val_loss_initial"]
+        print(f"best val loss: {best:.4f} (ppl {metrics['val_ppl']:.1f})" + (f", from {first:.4f}" if first else ""))
+    if metrics.get("tokens_per_sec"):
+        print(f"throughput:    {metrics['tokens_per_sec']:.0f} tokens/s over {metrics['steps']} steps")
+    if module is not None and module.samples:
+        print(f"sample:        {module.samples[-1]['text']!r}")
