@@ -1,0 +1,77 @@
+"""Shared fixtures: real entry points in subprocesses, isolated from the user's machine.
+
+Every subprocess gets a fresh HOME (no W&B login, no netrc), a per-test outputs folder and
+no WANDB_* variables, so W&B goes offline exactly as on a user's machine without a login.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A model small enough for a whole run in a few seconds on 2 cores.
+TINY = [
+    "trainer=debug",
+    "model.embedding_dim=32",
+    "model.num_layers=2",
+    "model.heads=2",
+    "model.head_size=16",
+    "model.block_size=16",
+    "sample.max_new_tokens=8",
+]
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    home = tmp_path / "home"
+    home.mkdir()
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", NETRC=str(home / ".netrc"))
+    return env
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> Path:
+    return tmp_path / "outputs"
+
+
+@pytest.fixture
+def run_cli(clean_env, outputs):
+    """Run ``python <script> *args`` from the repo root with outputs under the test's tmp dir."""
+
+    def run(script: str, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(ROOT / script), *args]
+        if script == "train.py":
+            cmd.append(f"paths.log_dir={outputs}")
+        proc = subprocess.run(cmd, cwd=ROOT, env=clean_env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+    return run
+
+
+def run_dirs(outputs: Path) -> list[Path]:
+    return sorted(p for p in (outputs / "runs").iterdir() if p.is_dir())
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def wandb_inspect(run_dir: Path, env: dict, summary: bool = False):
+    """Read an offline W&B run back with `wandb leet inspect --json` (no network, no mock)."""
+    (offline,) = sorted((run_dir / "wandb").glob("offline-run-*"))
+    wandb_bin = Path(sys.executable).with_name("wandb")
+    args = [str(wandb_bin), "leet", "inspect", "--json", *(["--summary"] if summary else []), str(offline)]
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True, timeout=120).stdout
+    if summary:
+        return json.loads(out)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
