@@ -45,6 +45,8 @@ class RunRecorder(L.Callback):
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"train/loss is {loss} at step {step}; lower optim.lr or check the data")
             self.train_curve.append((step, loss))
+            # training-batch time only, the same figure as metrics.json's tokens_per_sec
+            pl_module.log("train/tokens_per_sec", self.tokens_per_sec or 0.0, on_step=True, on_epoch=False)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         loss = trainer.callback_metrics.get("val/loss")

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from article_gpt.loss import linear_cross_entropy
+
 
 @dataclass
 class GPTConfig:
@@ -28,6 +30,9 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms
     tie_weights: bool = True  # share the token embedding with the output projection
+    # > 0: training loss fused with the output projection over vocabulary chunks of this
+    # size, never materializing the (tokens x vocab) logits (article_gpt/loss.py); 0: plain.
+    loss_chunk_size: int = 0
 
     @property
     def attn_dim(self) -> int:
@@ -162,12 +167,18 @@ class GPT(nn.Module):
 
         Without targets only the last position's logits are computed (B, 1, vocab): that is
         all sampling needs, and it skips (T-1)/T of the head, the dominant cost at small widths.
+        With targets and ``loss_chunk_size > 0`` the loss is fused with the head and the
+        logits are never built: the first element is then None.
         """
         x = self.hidden(idx, caches)
         if targets is None:
             return self.lm_head(x[:, -1:, :]), None
+        flat_x, flat_t = x.reshape(-1, x.size(-1)), targets.reshape(-1)
+        if self.cfg.loss_chunk_size > 0:
+            w, b = self.lm_head.weight, self.lm_head.bias
+            return None, linear_cross_entropy(flat_x, w, b, flat_t, self.cfg.loss_chunk_size)
         logits = self.lm_head(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), flat_t)
         return logits, loss
 
     def new_caches(self, batch: int, device=None, dtype=None) -> list[KVCache]:

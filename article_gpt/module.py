@@ -7,7 +7,6 @@ and sampling settings in every checkpoint, so a checkpoint alone rebuilds the mo
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import lightning as L
@@ -60,8 +59,6 @@ class GPTModule(L.LightningModule):
         self.sample_cfg = SampleConfig(**(sample or {}))
         self.tokenizer, self.compile = tokenizer, compile
         self.samples: list[dict] = []  # (epoch, step, prompt, text), read by the run recorder
-        self._tokens_seen = 0
-        self._t0: float | None = None
 
     def configure_model(self) -> None:
         # The compiled wrapper lives outside the module registry, so checkpoints keep the
@@ -75,16 +72,9 @@ class GPTModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         _, loss = self(x, y)
-        self._tokens_seen += x.numel()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.size(0))
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
-        if self._t0 is not None:
-            elapsed = time.perf_counter() - self._t0
-            self.log("train/tokens_per_sec", self._tokens_seen / max(elapsed, 1e-9), on_step=True, on_epoch=False)
         return loss
-
-    def on_train_start(self) -> None:
-        self._t0, self._tokens_seen = time.perf_counter(), 0
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
