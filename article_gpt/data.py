@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from article_gpt.errors import DataError
 from article_gpt.tokenizer import get_encoding
 
 TEXT_SUFFIXES = (".txt", ".md")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,7 +86,9 @@ def tokenize_documents(docs: list[tuple[Path, str]], encoding: str, cache_dir: s
         key.update(b"\0doc\0" + text.encode("utf-8"))
     cache = Path(cache_dir) / f"{key.hexdigest()[:32]}.u16" if cache_dir else None
     if cache is not None and cache.exists():
+        log.info("token cache hit: %s", cache)
         return np.memmap(cache, dtype=np.uint16, mode="r")
+    log.info("token cache miss: tokenizing %d document(s)%s", len(docs), f" into {cache}" if cache else "")
     ids: list[int] = []
     for i, (_, text) in enumerate(docs):
         if i:
