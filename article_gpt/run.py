@@ -39,6 +39,8 @@ def short_name(overrides: list[str]) -> str:
     parts = []
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
+        if key.startswith(("paths.", "hydra.")):  # where the run writes is not what it trains
+            continue
         parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
     return ",".join(parts)
 
@@ -134,6 +136,8 @@ def collect_metrics(status, error, ctx, recorder, module, trainer, derived, logg
         "name": ctx.name,
         "overrides": ctx.overrides,
         **tracking.wandb_run_info(loggers),
+        # (step, loss) of every validation: sweep comparisons read curves from disk, any launcher
+        "val_curve": [[step, loss] for step, loss in recorder.val_curve],
     }
 
 

@@ -1,0 +1,106 @@
+"""comparison.png: the val-loss curves of all runs on one axis, and best val loss per swept key.
+
+Curves come from each run's ``metrics.json`` ``val_curve`` ([step, loss] per validation), so
+the picture is drawn from disk alone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from article_gpt.compare import Run
+
+MAX_LEGEND_GROUPS = 6  # more lines than this in a per-key panel is a scatter, not a legend
+
+
+def _as_numbers(values: list[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def _plot_curves(ax, runs: list[Run]) -> None:
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10" if len(runs) <= 10 else "viridis")
+    best = next((r for r in runs if r.val_loss is not None), None)
+    for i, r in enumerate(runs):
+        curve = r.metrics.get("val_curve") or []
+        if not curve:
+            continue
+        color = cmap(i % 10) if len(runs) <= 10 else cmap(i / max(1, len(runs) - 1))
+        failed = r.status != "completed"
+        label = r.short_name + (f" ({r.status})" if failed else "")
+        steps, losses = zip(*curve)
+        ax.plot(steps, losses, "--" if failed else "-", marker="o", ms=2.5, color=color, label=label,
+                lw=2.4 if r is best else 1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("val loss (nats/token)")
+    ax.set_title("val loss, every run (thick: best)", fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7, ncol=2 if len(ax.lines) > 8 else 1)
+    else:
+        ax.text(0.5, 0.5, "no validation curves recorded", ha="center", va="center", transform=ax.transAxes)
+
+
+def _plot_key(ax, runs: list[Run], key: str) -> None:
+    """Best val loss against one swept key; one line per combination of the other swept keys."""
+    xs_all = [r.swept[key] for r in runs]
+    numeric = _as_numbers(xs_all)
+    if numeric is None:  # categorical: one tick per value, in the order first seen
+        order = {v: i for i, v in enumerate(dict.fromkeys(xs_all))}
+        pos = {v: float(order[v]) for v in xs_all}
+        ax.set_xticks(list(order.values()), list(order), fontsize=7)
+    else:
+        pos = dict(zip(xs_all, numeric))
+        positive = [x for x in numeric if x > 0]
+        if len(positive) == len(numeric) and max(positive) / min(positive) >= 10:
+            ax.set_xscale("log")  # learning rates, weight decays: spread over decades
+        if len(pos) <= 8:  # few values: tick exactly those, written as on the command line
+            ax.set_xticks(list(pos.values()), list(pos), fontsize=7)
+            ax.minorticks_off()
+    groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in runs:
+        if r.val_loss is not None:
+            others = ",".join(f"{k}={v}" for k, v in r.swept.items() if k != key)
+            groups[others].append((pos[r.swept[key]], r.val_loss))
+        else:  # a run without a val loss: a red cross on the top edge at its value
+            ax.plot(pos[r.swept[key]], 0.97, "x", color="tab:red", ms=7, transform=ax.get_xaxis_transform())
+    for others, points in groups.items():
+        points.sort()
+        labelled = 1 < len(groups) <= MAX_LEGEND_GROUPS
+        ax.plot(*zip(*points), "o-" if len(groups) <= MAX_LEGEND_GROUPS else "o", ms=4, lw=1,
+                label=others if labelled else None)
+    ax.set_xlabel(key, fontsize=8)
+    ax.set_ylabel("best val loss", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if any(line.get_label() and not line.get_label().startswith("_") for line in ax.lines):
+        ax.legend(fontsize=6)
+
+
+def plot_comparison(path: Path, runs: list[Run], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(runs[0].swept) if runs else []
+    rows = max(1, len(keys))
+    fig = plt.figure(figsize=(11 if keys else 7.5, max(4.5, 2.6 * rows)))
+    grid = fig.add_gridspec(rows, 2 if keys else 1, width_ratios=[2, 1] if keys else [1])
+    _plot_curves(fig.add_subplot(grid[:, 0]), runs)
+    for i, key in enumerate(keys):
+        _plot_key(fig.add_subplot(grid[i, 1]), runs, key)
+    failed = sum(r.status != "completed" for r in runs)
+    fig.suptitle(title + (f"  ({failed} of {len(runs)} did not complete: red x)" if failed and keys else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+

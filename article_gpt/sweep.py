@@ -1,0 +1,46 @@
+"""End of a multirun: the sweep's summary, printed and written next to its jobs.
+
+Configured in conf/hydra/default.yaml under ``hydra.callbacks``. Hydra calls
+``on_multirun_end`` in the process that started the sweep once every job has returned; the
+jobs themselves may have run anywhere (joblib, submitit), so the summary is built from their
+directories on disk (article_gpt.compare), not from return values.
+
+Failed jobs return NaN instead of raising (article_gpt.run), so the sweep reaches this point;
+here, after the summary, a sweep with any job that did not complete exits with status 1.
+``on_multirun_end`` is the last thing Hydra does, so nothing is skipped by exiting.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from article_gpt import compare
+
+
+class SweepSummary(Callback):
+    def __init__(self, fail_on_failed_jobs: bool = True) -> None:
+        # False for searches where failed trials are expected (e.g. Optuna exploring ranges)
+        self.fail_on_failed_jobs = fail_on_failed_jobs
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # the same config object the launcher resolved, so ${now:} and ${uid:} give the same dir
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            runs = compare.load_runs([sweep_dir])
+            table = compare.write_report(runs, sweep_dir, f"Sweep {sweep_dir.name}")
+        except Exception as err:  # Hydra would turn this into a warning; say plainly what is missing
+            print(f"sweep summary: could not be written for {sweep_dir} ({type(err).__name__}: {err}); "
+                  f"rebuild it with: python scripts/compare_runs.py {sweep_dir}", file=sys.stderr, flush=True)
+            return
+        print(f"\nSweep {sweep_dir.name}: {len(runs)} jobs in {sweep_dir}\n\n{table}\n", flush=True)
+        print(f"summary: {sweep_dir / 'summary.md'} (+ summary.csv, comparison.png)", flush=True)
+        failed = compare.failure_line(runs)
+        if failed is not None:
+            print(f"{failed}; see the error column and each job's error.log", file=sys.stderr, flush=True)
+            if self.fail_on_failed_jobs:
+                raise SystemExit(1)
