@@ -39,8 +39,9 @@ def get_encoding(name: str = "gpt2") -> tiktoken.Encoding:
         )
     try:
         return tiktoken.get_encoding(name)
-    except ValueError as err:  # unknown name: tiktoken lists the known ones
-        raise ConfigError(f"tokenizer={name!r} is not a tiktoken encoding ({err})") from None
+    except ValueError as err:  # unknown name; tiktoken's message goes on over several lines
+        first_line = (str(err).strip() or "unknown").splitlines()[0]
+        raise ConfigError(f"tokenizer={name!r} is not a tiktoken encoding ({first_line})") from None
     except Exception as err:  # download failed: typically no network
         raise ConfigError(
             f"tokenizer={name!r} could not be loaded ({type(err).__name__}); only "
