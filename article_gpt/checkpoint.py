@@ -1,0 +1,141 @@
+"""Rebuild a trained GPT and its tokenizer name from a checkpoint alone.
+
+A checkpoint saved by ``GPTModule`` holds ``hyper_parameters`` (the model dict, tokenizer,
+...) and ``state_dict`` (``model.*`` keys), which is all inference needs: no Lightning, no
+training config. Files are read with ``weights_only=True``, so a checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from article_gpt.errors import CheckpointError
+from article_gpt.model import GPT, GPTConfig
+from article_gpt.tokenizer import get_encoding
+
+RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")  # in order of preference within a run directory
+PREFIX = "model."  # GPTModule keeps the GPT as ``self.model``
+
+
+@dataclass
+class LoadedModel:
+    model: GPT
+    tokenizer: str
+    path: Path
+
+
+def run_checkpoint(run_dir: Path) -> Path | None:
+    """A run's best checkpoint, else its last one; ``run_dir`` may also be its checkpoints/."""
+    for folder in (run_dir / "checkpoints", run_dir):
+        for name in RUN_CHECKPOINTS:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def latest_checkpoint(log_dir: Path) -> Path:
+    """The best checkpoint of the newest run under ``log_dir`` (runs/<id>/, sweeps/<id>/<n>/).
+
+    Runs are ordered by their newest checkpoint's mtime: last.ckpt is rewritten every
+    validation, so a run that trained more recently wins even if its best is older.
+    """
+    newest: tuple[float, str, Path] | None = None
+    for pattern in ("runs/*/checkpoints/*.ckpt", "sweeps/*/*/checkpoints/*.ckpt"):
+        for ckpt in log_dir.glob(pattern):
+            if ckpt.name in RUN_CHECKPOINTS:
+                key = (ckpt.stat().st_mtime, str(ckpt), ckpt.parent.parent)
+                newest = max(newest, key) if newest else key
+    found = run_checkpoint(newest[2]) if newest else None
+    if found is None:
+        raise CheckpointError(f"ckpt=latest: no runs/*/checkpoints/ or sweeps/*/*/checkpoints/ with "
+                              f"{' or '.join(RUN_CHECKPOINTS)} under {log_dir}; train first or pass ckpt=PATH")
+    return found
+
+
+def resolve_checkpoint(spec: str, log_dir: Path) -> Path:
+    """A checkpoint file from ``ckpt=``: a file, a run directory, or ``latest``."""
+    if spec == "latest":
+        return latest_checkpoint(log_dir)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = run_checkpoint(path)
+        if found is None:
+            names = " or ".join(f"checkpoints/{n}" for n in RUN_CHECKPOINTS)
+            raise CheckpointError(f"ckpt={spec}: a directory without {names}")
+        return found
+    raise CheckpointError(f"ckpt={spec}: no such file or directory")
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(err).__name__}: {text[:limit]}"
+
+
+def read_checkpoint(path: Path) -> tuple[GPTConfig, str, dict[str, torch.Tensor]]:
+    """The model config, tokenizer name and GPT state dict (prefix stripped) stored in ``path``."""
+    try:
+        # On the CPU: the file also holds optimizer moments, which would only crowd a GPU.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # every failure here means "cannot be read": say which and why
+        if "Weights only load failed" in str(err):
+            raise CheckpointError(f"{path}: holds pickled Python objects that weights_only=True refuses to "
+                                  "load; not an Article GPT checkpoint") from None
+        raise CheckpointError(f"{path}: corrupted or not a torch checkpoint ({_first_line(err)})") from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict) or not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not an Article GPT checkpoint (needs hyper_parameters.model and "
+                              "state_dict, as saved by train.py)")
+    try:
+        cfg = GPTConfig(**hparams["model"])
+    except TypeError as err:
+        raise CheckpointError(f"{path}: hyper_parameters.model does not describe an Article GPT "
+                              f"({_first_line(err)})") from None
+    weights = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+    return cfg, str(hparams.get("tokenizer", "gpt2")), weights
+
+
+def check_weights(path: Path, model: GPT, weights: dict[str, torch.Tensor]) -> None:
+    """One clear line for the first way ``weights`` do not fit ``model`` (names and shapes)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(expected.keys() - weights.keys())
+    extra = sorted(weights.keys() - expected.keys())
+    wrong = [k for k in expected if k in weights and tuple(weights[k].shape) != expected[k]]
+    problem = None
+    if wrong:
+        k = wrong[0]
+        problem = f"{PREFIX}{k} has shape {tuple(weights[k].shape)}, hyper_parameters.model gives {expected[k]}"
+        problem += f" ({len(wrong) - 1} more mismatches)" if len(wrong) > 1 else ""
+    elif missing:
+        problem = f"{len(missing)} weights missing, e.g. {PREFIX}{missing[0]}"
+    elif extra:
+        problem = f"{len(extra)} unexpected weights, e.g. {PREFIX}{extra[0]}"
+    if problem:
+        raise CheckpointError(f"{path}: state_dict does not match its hyper_parameters.model "
+                              f"(another architecture?): {problem}")
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """The GPT stored in ``path``, in eval mode, fp32, on ``device``, without gradients."""
+    cfg, tokenizer, weights = read_checkpoint(path)
+    n_vocab = get_encoding(tokenizer).n_vocab
+    if cfg.vocab_size < n_vocab:
+        raise CheckpointError(f"{path}: model.vocab_size={cfg.vocab_size} is smaller than tokenizer "
+                              f"{tokenizer!r} with {n_vocab} ids")
+    try:
+        with torch.device("meta"):  # shapes only: the random init would be overwritten anyway
+            model = GPT(cfg)
+    except Exception as err:
+        raise CheckpointError(f"{path}: hyper_parameters.model cannot build a GPT ({_first_line(err)})") from None
+    check_weights(path, model, weights)
+    model.load_state_dict(weights, strict=True, assign=True)
+    if cfg.tie_weights:  # assign=True gave the head and the embedding separate Parameters
+        model.lm_head.weight = model.tok_emb.weight
+    model = model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    return LoadedModel(model, tokenizer, path)
