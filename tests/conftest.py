@@ -28,13 +28,36 @@ TINY = [
 ]
 
 
-@pytest.fixture
-def clean_env(tmp_path: Path) -> dict[str, str]:
+def isolated_env(home: Path) -> dict[str, str]:
+    """The environment without WANDB_* and with an empty HOME at ``home``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(parents=True)
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", NETRC=str(home / ".netrc"))
     return env
+
+
+def cli_runner(env: dict[str, str], outputs: Path):
+    """``run(script, *args)``: ``python <script> *args`` from the repo root in ``env``, train.py's
+    outputs under ``outputs``; ``extra_env`` adds variables to this one call."""
+
+    def run(script: str, *args: str, check: bool = True, timeout: float = 300,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(ROOT / script), *args]
+        if script == "train.py":
+            cmd.append(f"paths.log_dir={outputs}")
+        proc = subprocess.run(cmd, cwd=ROOT, env={**env, **(extra_env or {})}, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)  # a prompt would fail, not hang
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    return isolated_env(tmp_path / "home")
 
 
 @pytest.fixture
@@ -45,17 +68,17 @@ def outputs(tmp_path: Path) -> Path:
 @pytest.fixture
 def run_cli(clean_env, outputs):
     """Run ``python <script> *args`` from the repo root with outputs under the test's tmp dir."""
+    return cli_runner(clean_env, outputs)
 
-    def run(script: str, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, str(ROOT / script), *args]
-        if script == "train.py":
-            cmd.append(f"paths.log_dir={outputs}")
-        proc = subprocess.run(cmd, cwd=ROOT, env=clean_env, capture_output=True, text=True, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        return proc
 
-    return run
+@pytest.fixture(scope="module")
+def module_cli(tmp_path_factory):
+    """``(run, env, outputs)`` as run_cli, clean_env and outputs, shared by the tests of one module:
+    for real runs (seconds each) that several tests inspect."""
+    base = tmp_path_factory.mktemp("module_cli")
+    outputs = base / "outputs"
+    env = isolated_env(base / "home")
+    return cli_runner(env, outputs), env, outputs
 
 
 def run_dirs(outputs: Path) -> list[Path]:
