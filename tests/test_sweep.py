@@ -20,6 +20,7 @@ from article_gpt import compare
 from article_gpt.sweep import SweepSummary
 
 TINY_NO_HEADS = [o for o in TINY if not o.startswith("model.heads=")]
+QUICK = ["logger=none", "callbacks=none", "trainer.max_epochs=1"]  # where only the rows matter
 SWEEP_ID = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-[0-9a-f]{6}")
 
 
@@ -160,7 +161,10 @@ def test_sweep_gives_one_wandb_run_per_job_and_a_summary(run_cli, outputs, clean
         summary = final["summary"]
         assert summary["status"] == "completed" and "val/loss" in summary
         assert summary["best_val_loss"] == pytest.approx(read_metrics(job)["val_loss"])
-        assert summary["samples"]["_type"] == "table-file" and summary["samples"]["ncols"] == 4
+        assert summary["samples"]["_type"] == "table-file"
+        (offline,) = (job / "wandb").glob("offline-run-*")
+        table = json.loads((offline / "files" / summary["samples"]["path"]).read_text())
+        assert table["columns"] == ["epoch", "step", "prompt", "text"] and table["data"]
 
     rows = read_csv(sweep / "summary.csv")
     assert sorted(r["heads"] for r in rows) == ["2", "4", "8"]
@@ -174,7 +178,7 @@ def test_sweep_gives_one_wandb_run_per_job_and_a_summary(run_cli, outputs, clean
 
 @pytest.mark.slow
 def test_cross_product_sweep_gives_one_row_per_combination(run_cli, outputs) -> None:
-    run_cli("train.py", "-m", "model.heads=2,4", "optim.lr=1e-3,3e-3", "logger=none", *TINY_NO_HEADS)
+    run_cli("train.py", "-m", "model.heads=2,4", "optim.lr=1e-3,3e-3", *TINY_NO_HEADS, *QUICK)
     sweep = the_sweep(outputs)
     rows = read_csv(sweep / "summary.csv")
     assert sorted((r["heads"], r["lr"]) for r in rows) == [("2", "0.001"), ("2", "0.003"), ("4", "0.001"),
@@ -217,7 +221,7 @@ def test_job_failing_after_wandb_start_ends_its_run_as_failed(run_cli, outputs, 
 @pytest.mark.slow
 def test_compare_runs_script_on_two_single_runs(run_cli, outputs, tmp_path) -> None:
     for heads in ("2", "4"):
-        run_cli("train.py", f"model.heads={heads}", "logger=none", *TINY_NO_HEADS)
+        run_cli("train.py", f"model.heads={heads}", *TINY_NO_HEADS, *QUICK)
     runs = sorted((outputs / "runs").iterdir())
     report = tmp_path / "report"
     proc = run_cli("scripts/compare_runs.py", *map(str, runs), "--out", str(report))
