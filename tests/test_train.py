@@ -177,7 +177,7 @@ def bad_runs(tmp_path_factory) -> tuple[Path, dict]:
         run = cli_runner(env, tmp / case)  # own outputs folder per case
         return case, (run("train.py", *TINY, *(a.format(tmp=tmp) for a in cases[case]), check=False), tmp / case)
 
-    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 1) as pool:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         return tmp, dict(pool.map(launch, cases))
 
 
