@@ -9,6 +9,7 @@ re-raises it for the entry point to report in one line.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -72,8 +73,12 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     """Fit one model; return the optimized metric (``cfg.optimized_metric``), NaN on failure."""
     ctx = ctx or run_context(cfg)
     run_dir = ctx.run_dir
-    if (run_dir / "metrics.json").exists():
-        raise ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
+    if (run_dir / "metrics.json").exists():  # never touch another run's outputs
+        refusal = ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
+        if not ctx.multirun:
+            raise refusal
+        print(f"error: {refusal}", file=sys.stderr)  # a sweep goes on with its next job
+        return math.nan
     run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     recorder, loggers, module, trainer = artifacts.RunRecorder(), [], None, None
@@ -103,12 +108,17 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
             if isinstance(err, ArticleGPTError):
                 raise
             raise RunFailedError(f"{error} (traceback in {run_dir / 'error.log'})") from err
+    except BaseException as err:  # Ctrl-C, SIGTERM from a scheduler, SystemExit: stopped, not broken
+        status, error = "interrupted", one_line(err) or type(err).__name__
+        raise
     finally:
         metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
-        write_run_files(run_dir, metrics, recorder, module)
-        tracking.log_samples_table(loggers, module.samples if module else [])
-        tracking.finish_loggers(loggers, {"status": status, "best_val_loss": metrics["val_loss"]},
-                                failed=status != "completed")
+        try:
+            write_run_files(run_dir, metrics, recorder, module)
+            tracking.log_samples_table(loggers, module.samples if module else [])
+        finally:  # whatever failed above, the W&B run is closed, with the run's real status
+            tracking.finish_loggers(loggers, {"status": status, "best_val_loss": metrics["val_loss"]},
+                                    failed=status != "completed")
         report(metrics, module)
     value = metrics.get(cfg.get("optimized_metric") or "val_loss")
     return float(value) if status == "completed" and value is not None else math.nan
