@@ -4,16 +4,14 @@ checkpoints, token cache, unique run dirs, one-line errors and no secrets on dis
 from __future__ import annotations
 
 import math
-import os
 import re
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY, cli_runner, isolated_env, read_metrics, run_dirs, wandb_inspect
+from conftest import TINY, read_metrics, run_dirs, wandb_inspect
 
 from article_gpt.model import GPT, GPTConfig
 from article_gpt.module import GPTModule
@@ -151,7 +149,7 @@ def test_refuses_to_run_into_a_finished_run_dir(runs):
         pytest.xfail(f"known bug: the refused run still rewrote {sorted(map(str, changed))}")
 
 
-BAD_INPUTS = {  # case: (overrides, the whole stderr as a regex; {tmp} is the cases' folder)
+BAD_INPUTS = {  # case: (overrides, the whole stderr as a regex; {tmp} is the test's tmp dir)
     "missing-path": (["data.train.path=/nope.txt"], r"error: /nope\.txt: no such file or directory"),
     "corpus-shorter-than-block": (
         ["model.block_size=100000"],
@@ -163,36 +161,19 @@ BAD_INPUTS = {  # case: (overrides, the whole stderr as a regex; {tmp} is the ca
 }
 
 
-@pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory) -> tuple[Path, dict]:
-    """Every BAD_INPUTS case, launched together: each is mostly interpreter and import start-up
-    (seconds) before it fails, so running them side by side on the cores saves most of the wall time."""
-    tmp = tmp_path_factory.mktemp("bad_inputs")
-    env = isolated_env(tmp / "home")
-    (tmp / "latin1.txt").write_bytes(b"caf\xe9 au lait, " * 50)
-    (tmp / "empty.txt").write_bytes(b"")
-    cases = {c: args for c, (args, _) in BAD_INPUTS.items() if not (c == "gpu" and torch.cuda.is_available())}
-
-    def launch(case: str):
-        run = cli_runner(env, tmp / case)  # own outputs folder per case
-        return case, (run("train.py", *TINY, *(a.format(tmp=tmp) for a in cases[case]), check=False), tmp / case)
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return tmp, dict(pool.map(launch, cases))
-
-
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_is_a_one_line_error(bad_runs, case):
+def test_bad_input_is_a_one_line_error(run_cli, outputs, tmp_path, case):
     """Fails before training, with one `error: ...` line naming the key, value or file."""
-    tmp, results = bad_runs
-    if case not in results:
+    if case == "gpu" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc, outputs = results[case]
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 au lait, " * 50)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    args, pattern = BAD_INPUTS[case]
+    proc = run_cli("train.py", *TINY, *(a.format(tmp=tmp_path) for a in args), check=False)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
-    pattern = BAD_INPUTS[case][1].replace("{tmp}", re.escape(str(tmp)))
-    assert len(lines) == 1 and re.fullmatch(pattern, lines[0]), proc.stderr
+    assert len(lines) == 1 and re.fullmatch(pattern.replace("{tmp}", re.escape(str(tmp_path))), lines[0]), proc.stderr
     (run_dir,) = run_dirs(outputs)
     m = read_metrics(run_dir)  # the failed run is on record, with the same message
     assert m["status"] == "failed" and m["steps"] == 0 and lines[0] == f"error: {m['error']}"
