@@ -1,6 +1,9 @@
-"""End of a multirun: the sweep's summary, printed and written next to its jobs.
+"""Hydra callbacks (conf/hydra/default.yaml, ``hydra.callbacks``).
 
-Configured in conf/hydra/default.yaml under ``hydra.callbacks``. Hydra calls
+``ProtectFinishedRun``: a single run pointed at a finished run's directory stops before Hydra
+writes anything there (Hydra saves ``.hydra/`` and opens ``train.log`` before the task runs).
+
+``SweepSummary``: the sweep's summary, printed and written next to its jobs. Hydra calls
 ``on_multirun_end`` in the process that started the sweep once every job has returned; the
 jobs themselves may have run anywhere (joblib, submitit), so the summary is built from their
 directories on disk (article_gpt.compare), not from return values.
@@ -20,6 +23,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from article_gpt import compare
+
+
+class ProtectFinishedRun(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(str(config.hydra.run.dir))
+        if (run_dir / "metrics.json").exists():
+            print(f"error: {run_dir}: already holds a finished run; refusing to overwrite it",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(2)
 
 
 class SweepSummary(Callback):

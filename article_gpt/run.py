@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from article_gpt import artifacts, tracking
@@ -69,6 +70,23 @@ def build_module(cfg: DictConfig) -> GPTModule:
                      compile=c["compile"])
 
 
+def build_trainer(cfg: DictConfig, loggers: list, extra_callbacks: list, run_dir: Path) -> L.Trainer:
+    """The configured Trainer. Lightning would add a checkpoint callback and a progress bar of
+    its own; here both exist only when the ``callbacks`` group configures them."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks += extra_callbacks
+    return instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+    )
+
+
 def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     """Fit one model; return the optimized metric (``cfg.optimized_metric``), NaN on failure."""
     ctx = ctx or run_context(cfg)
@@ -96,9 +114,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         loggers = tracking.build_loggers(resolved.get("logger") or {}, run_dir, ctx.group, ctx.name,
                                          {**resolved, **derived}, resolved.get("tags"))
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[*callbacks, recorder],
-                              default_root_dir=str(run_dir))
+        trainer = build_trainer(cfg, loggers, [recorder], run_dir)
         trainer.fit(module, datamodule=datamodule)
         status = "interrupted" if trainer.interrupted else "completed"
     except Exception as err:

@@ -17,6 +17,7 @@ from article_gpt import tracking
 from article_gpt.config import validate
 from article_gpt.data import TextDataModule
 from article_gpt.errors import ConfigError
+from article_gpt.run import build_trainer
 
 CONF = ROOT / "conf"
 # The options the issue names; any option added later is composed too (see OPTIONS).
@@ -158,10 +159,14 @@ def test_bad_val_fraction_in_split_mode(tmp_path, override, message):
         validate(cfg)
 
 
-@pytest.mark.xfail(strict=True, reason="Lightning adds its own ModelCheckpoint (enable_checkpointing defaults to "
-                   "true), so callbacks=none still writes checkpoints")
-def test_callbacks_none_means_no_checkpoints(tmp_path):
+def test_callbacks_none_means_no_checkpoints_and_no_progress_bar(tmp_path):
     cfg = compose_train(tmp_path, "callbacks=none")
     assert cfg.callbacks == {}
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], default_root_dir=str(tmp_path))
-    assert trainer.checkpoint_callbacks == []
+    trainer = build_trainer(cfg, [], [], tmp_path)
+    assert trainer.checkpoint_callbacks == [] and trainer.progress_bar_callback is None
+
+
+def test_default_callbacks_checkpoint_best_and_last(tmp_path):
+    trainer = build_trainer(compose_train(tmp_path), [], [], tmp_path)
+    (ckpt,) = trainer.checkpoint_callbacks
+    assert (ckpt.monitor, ckpt.save_last, ckpt.filename) == ("val/loss", True, "best")

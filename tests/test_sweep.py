@@ -17,7 +17,7 @@ from conftest import ROOT, TINY, read_metrics, wandb_inspect
 from omegaconf import OmegaConf
 
 from article_gpt import compare
-from article_gpt.sweep import SweepSummary
+from article_gpt.hydra_callbacks import SweepSummary
 
 TINY_NO_HEADS = [o for o in TINY if not o.startswith("model.heads=")]
 QUICK = ["logger=none", "callbacks=none", "trainer.max_epochs=1"]  # where only the rows matter
