@@ -25,6 +25,8 @@ from article_gpt.errors import ConfigError, exit_on_user_error  # noqa: E402
 if TYPE_CHECKING:
     import torch
 
+    from article_gpt.checkpoint import LoadedModel
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -97,18 +99,32 @@ def run(cfg: DictConfig) -> None:
     check_options(cfg)
     prompts = read_prompts(cfg)
     out = prepare_out(cfg.out)
-    # Heavy imports only once the options are known to be good.
-    import torch
-
-    from article_gpt.checkpoint import load_model, resolve_checkpoint
-    from article_gpt.generate import generate_many, generate_streamed
-    from article_gpt.tokenizer import encode, get_encoding
+    from article_gpt.checkpoint import load_model, resolve_checkpoint  # imports torch: only after the checks
 
     device = pick_device(cfg.device)
     loaded = load_model(resolve_checkpoint(str(cfg.ckpt), Path(cfg.paths.log_dir)), device)
-    model, enc = loaded.model, get_encoding(loaded.tokenizer)
+    model = loaded.model
     print(f"checkpoint: {loaded.path} ({model.num_params()['params_total'] / 1e6:.1f}M parameters, "
           f"block_size {model.cfg.block_size}, {device})", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    texts, n_new = complete(cfg, loaded, prompts)
+    seconds = time.perf_counter() - t0
+    if out is not None:
+        out.write_text(format_texts(texts, cfg.num_samples), encoding="utf-8")
+    print(f"{n_new} new tokens in {seconds:.2f} s ({n_new / max(seconds, 1e-9):.1f} tokens/s)"
+          + (f"; written to {out}" if out is not None else ""), file=sys.stderr)
+
+
+def complete(cfg: DictConfig, loaded: LoadedModel, prompts: list[str]) -> tuple[list[str], int]:
+    """Each prompt's ``num_samples`` texts (prompt + continuation), printed to stdout, and the
+    number of new tokens. A single text streams as it is decoded; several come at the end."""
+    import torch
+
+    from article_gpt.generate import generate_many, generate_streamed
+    from article_gpt.tokenizer import encode, get_encoding
+
+    model, enc = loaded.model, get_encoding(loaded.tokenizer)
+    device = next(model.parameters()).device
     step_fn = None
     if cfg.compile and device.type == "cuda":
         step_fn = torch.compile(model.hidden, dynamic=True)  # dynamic: the cache length grows every step
@@ -118,30 +134,27 @@ def run(cfg: DictConfig) -> None:
     rows = [p for p in prompts for _ in range(cfg.num_samples)]
     # An empty prompt starts a fresh document, as the training data does after <|endoftext|>.
     ids = [encode(p, loaded.tokenizer) or [enc.eot_token] for p in rows]
+    block = model.cfg.block_size
+    if n_long := sum(len(x) > block for x in ids[:: cfg.num_samples]):
+        print(f"note: {n_long} prompt(s) longer than block_size={block} tokens: the model sees the last {block}",
+              file=sys.stderr)
     options = dict(
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, use_cache=cfg.kv_cache,
         eos_id=enc.eot_token if cfg.stop_at_eot else None, step_fn=step_fn,
         generator=torch.Generator(device=device).manual_seed(cfg.seed) if cfg.seed is not None else None,
     )
     sys.stdout.reconfigure(errors="replace")  # a console that cannot show a character gets "?"
-    t0 = time.perf_counter()
-    if len(rows) == 1:  # one continuation: stream it as it is decoded
+    if len(rows) == 1:
         sys.stdout.write(rows[0])
         new = [generate_streamed(model, enc, ids[0], cfg.max_new_tokens, write=_write_now, **options)]
+        texts = [rows[0] + enc.decode(new[0])]
         sys.stdout.write("\n")
     else:
         new = generate_many(model, ids, cfg.max_new_tokens, **options)
-    texts = [p + enc.decode(n) for p, n in zip(rows, new)]
-    if len(rows) > 1:
+        texts = [p + enc.decode(n) for p, n in zip(rows, new)]
         sys.stdout.write(format_texts(texts, cfg.num_samples))
     sys.stdout.flush()
-    seconds = time.perf_counter() - t0
-
-    if out is not None:
-        out.write_text(format_texts(texts, cfg.num_samples), encoding="utf-8")
-    n_new = sum(len(n) for n in new)
-    print(f"{n_new} new tokens in {seconds:.2f} s ({n_new / max(seconds, 1e-9):.1f} tokens/s)"
-          + (f"; written to {out}" if out is not None else ""), file=sys.stderr)
+    return texts, sum(len(n) for n in new)
 
 
 def _write_now(text: str) -> None:

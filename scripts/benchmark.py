@@ -1,6 +1,7 @@
 """Benchmarks, printed as markdown tables: `python scripts/benchmark.py SUBCOMMAND [options]`.
 
 Subcommands:
+  train      training-step tokens/s, FLOP/s and MFU, plain vs fused (chunked) vocabulary loss
   generate   decoding tokens/s with and without the KV cache (random weights: speed only)
 
 Each subcommand is a pair of functions: ``add_<name>_parser`` declares its options and
@@ -25,6 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 from article_gpt.generate import generate
+from article_gpt.loss import linear_cross_entropy
 from article_gpt.model import GPT, GPTConfig
 from article_gpt.tokenizer import encode
 
@@ -86,6 +88,97 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON")
 
 
+# ---- train ------------------------------------------------------------------------------------
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="training-step speed and MFU, plain vs fused vocabulary loss",
+                       description="Times the step the Trainer runs (forward, backward, gradient clipping, "
+                       "AdamW) on random tokens, for each --chunks value (0 = plain logits + cross-entropy), "
+                       "and the output head + loss alone. MFU is against a peak measured here with one "
+                       "large matmul (fp32 on CPU, bf16 on CUDA), not a datasheet figure.")
+    p.add_argument("--model", default="tiny", help="a conf/model preset (default: tiny)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--chunks", default="0,2048,4096,8192", help="loss_chunk_size values (default: 0,2048,4096,8192)")
+    add_common_options(p)
+    p.set_defaults(bench=bench_train)
+
+
+def matmul_peak(device: torch.device, n: int = 2048) -> float:
+    """FLOP/s of one square matmul: the practical peak MFU is measured against."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    seconds = statistics.median(timings(lambda: synced(device, lambda: a @ b), 2, 5))
+    return 2 * n**3 / seconds
+
+
+def synced(device: torch.device, fn: Callable[[], object]) -> object:
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out
+
+
+def time_train_step(cfg: GPTConfig, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> tuple[float, float]:
+    """Median seconds of one training step, and of the output head + loss alone (fwd + bwd)."""
+    device = x.device
+    torch.manual_seed(args.seed)
+    model = GPT(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.param_groups(0.1), lr=1e-4, betas=(0.9, 0.95))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    hidden = model.hidden(x).detach().view(x.numel(), -1).requires_grad_()
+
+    def head_and_loss() -> None:  # the part the fused loss replaces, on real hidden states
+        with autocast:
+            loss = linear_cross_entropy(hidden, model.lm_head.weight, model.lm_head.bias, y.view(-1),
+                                        cfg.loss_chunk_size)
+        loss.backward()
+
+    step_s = statistics.median(timings(lambda: synced(device, step), args.warmup, args.repeats))
+    head_s = statistics.median(timings(lambda: synced(device, head_and_loss), args.warmup, args.repeats))
+    return step_s, head_s
+
+
+def bench_train(args: argparse.Namespace) -> Result:
+    device = torch.device(args.device)
+    peak = matmul_peak(device)
+    base = model_config(args.model)
+    B, T = args.batch, base.block_size
+    gen = torch.Generator().manual_seed(args.seed)
+    x, y = (torch.randint(0, base.vocab_size, (B, T), generator=gen).to(device) for _ in range(2))
+    flops_per_token = GPT(base).flops_per_token()
+    rows = []
+    for chunk in (int(c) for c in args.chunks.split(",")):
+        step_s, head_s = time_train_step(GPTConfig(**{**base.to_dict(), "loss_chunk_size": chunk}), x, y, args)
+        flops = flops_per_token * B * T / step_s
+        rows.append({
+            "loss": "plain" if chunk == 0 else f"fused, chunk {chunk}",
+            "ms/step": 1e3 * step_s,
+            "tokens/s": B * T / step_s,
+            "head+loss ms": 1e3 * head_s,
+            "head+loss share": f"{head_s / step_s:.0%}",
+            "GFLOP/s": flops / 1e9,
+            "MFU": f"{flops / peak:.1%}",
+        })
+    summary = {
+        "speedup": rows[0]["ms/step"] / min(r["ms/step"] for r in rows),
+        "model": f"{args.model}: block {T}, width {base.embedding_dim}, {base.num_layers} layers, "
+        f"{base.heads}x{base.head_size} heads, tied {base.tie_weights}",
+        "batch": f"{B} x {T} tokens",
+        "flops_per_token": flops_per_token,
+        "measured matmul peak GFLOP/s": round(peak / 1e9, 1),
+        **environment(device),
+    }
+    return Result("train", rows, summary)
+
+
 # ---- generate ---------------------------------------------------------------------------------
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="decoding speed with and without the KV cache",
@@ -141,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    add_train_parser(sub)
     add_generate_parser(sub)
     return parser
 
@@ -148,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 def report(result: Result) -> str:
     lines = [f"## benchmark: {result.command}", "", markdown_table(result.rows), ""]
     for key, value in result.summary.items():
-        shown = f"{value:.2f}x" if key == "speedup" else value
+        shown = f"{value:.2f}x" if key == "speedup" else value  # best over the first row
         lines.append(f"- {key}: {shown}")
     return "\n".join(lines)
 

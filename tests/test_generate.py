@@ -285,6 +285,8 @@ def test_generate_from_a_trained_run_and_from_latest(run_cli, outputs, tmp_path)
         (["top_p=0"], "error: top_p=0: must be a number in (0, 1]"),
         (["temperature=-1"], "error: temperature=-1: must be a number >= 0"),
         (["top_k=0"], "error: top_k=0: must be a positive integer"),
+        (["device=tpu"], "error: device=tpu: must be auto, cpu, cuda or cuda:N"),
+        (["prompt_file=missing.txt"], "error: prompt_file=missing.txt: cannot be read (No such file or directory)"),
         (["ckpt=missing/model.ckpt"], "error: ckpt=missing/model.ckpt: no such file or directory"),
         *[(kind, f"{kind}.ckpt: {BAD_CKPT[kind][:24]}") for kind in ("architecture", "corrupted")],
     ],
