@@ -1,0 +1,67 @@
+"""The fused chunked head + loss equals the plain one, in value and in every gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from article_gpt.loss import linear_cross_entropy
+from article_gpt.model import GPT, GPTConfig
+
+
+def _grads(chunk: int, x, w, b, t):
+    params = [p.detach().clone().requires_grad_() for p in (x, w) + ((b,) if b is not None else ())]
+    loss = linear_cross_entropy(params[0], params[1], params[2] if b is not None else None, t, chunk)
+    loss.backward()
+    return loss.detach(), [p.grad for p in params]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("chunk", [7, 64, 100])  # 7 and 64 do not divide the vocabulary of 300
+def test_chunked_equals_plain(chunk, bias):
+    g = torch.Generator().manual_seed(0)
+    n, d, v = 24, 16, 300
+    x, w = torch.randn(n, d, generator=g), torch.randn(v, d, generator=g)
+    b = torch.randn(v, generator=g) if bias else None
+    t = torch.randint(0, v, (n,), generator=g)
+    t[:3] = torch.tensor([0, v - 1, chunk])  # first, last and a chunk's first column
+    ref = F.cross_entropy(F.linear(x, w, b), t)
+    loss, grads = _grads(chunk, x, w, b, t)
+    plain_loss, plain_grads = _grads(0, x, w, b, t)
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(plain_loss, ref, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_scaled_upstream_gradient():
+    """d(k * loss) = k * d loss: the backward uses the incoming gradient, not an assumed 1."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 4, generator=g, requires_grad=True)
+    w = torch.randn(50, 4, generator=g, requires_grad=True)
+    t = torch.randint(0, 50, (8,), generator=g)
+    (3.0 * linear_cross_entropy(x, w, None, t, 16)).backward()
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = None
+    (3.0 * F.cross_entropy(x @ w.t(), t)).backward()
+    torch.testing.assert_close(gx, x.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(gw, w.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_model_with_fused_loss_trains_like_the_plain_one():
+    """Same loss and same gradients for every parameter, tied embedding included."""
+    cfg = dict(embedding_dim=32, num_layers=2, heads=2, head_size=16, block_size=16, dropout=0.0)
+    torch.manual_seed(0)
+    plain = GPT(GPTConfig(**cfg, loss_chunk_size=0))
+    fused = GPT(GPTConfig(**cfg, loss_chunk_size=4096))
+    fused.load_state_dict(plain.state_dict())
+    x, y = (torch.randint(0, 50257, (3, 16), generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    logits, loss_plain = plain(x, y)
+    none, loss_fused = fused(x, y)
+    assert logits.shape == (3, 16, 50257) and none is None  # fused never builds the logits
+    loss_plain.backward()
+    loss_fused.backward()
+    torch.testing.assert_close(loss_fused, loss_plain, rtol=1e-6, atol=1e-6)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-7, msg=name)
