@@ -50,7 +50,8 @@ def _init_wandb(mode: str, save_dir: Path, init_timeout: float, **kwargs: Any):
         try:
             return wandb.init(mode="online", dir=save_dir, settings=settings, **kwargs)
         except Exception as err:  # unreachable server, bad key: fall back, never block the run
-            print(f"W&B: online start failed ({type(err).__name__}: {err}); logging offline instead")
+            reason = (str(err).strip().splitlines() or [""])[0][:200]
+            print(f"W&B: online start failed ({type(err).__name__}: {reason}); logging offline instead")
             mode = "offline"
     return wandb.init(mode=mode, dir=save_dir, settings=settings, **kwargs)
 
