@@ -12,6 +12,7 @@ import math
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from article_gpt import artifacts, tracking
 from article_gpt.config import validate
 from article_gpt.errors import ArticleGPTError, ConfigError, RunFailedError
 from article_gpt.module import GPTModule
+
+# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates: nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 @dataclass
@@ -152,6 +156,9 @@ def collect_metrics(status, error, ctx, recorder, module, trainer, derived, logg
         "train_loss": recorder.train_curve[-1][1] if recorder.train_curve else None,
         **derived,
         "tokens_per_sec": recorder.tokens_per_sec,
+        # achieved model FLOP/s (flops_per_token x tokens/s): divide by the device's peak for MFU
+        "model_flops_per_sec": (derived["flops_per_token"] * recorder.tokens_per_sec
+                                if recorder.tokens_per_sec and "flops_per_token" in derived else None),
         "steps": trainer.global_step if trainer else 0,
         "epochs": trainer.current_epoch if trainer else 0,
         "elapsed_s": round(time.time() - t_start, 3),
