@@ -36,12 +36,17 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             target_logit[idx] = logits[idx, targets[idx] - lo]
         ctx.save_for_backward(x, weight, bias, targets, lse)
         ctx.chunk = chunk
+        # The backward pass recomputes the logits; under autocast (bf16-mixed) it must do so in
+        # the same precision, or its softmax would not match the log-sum-exp saved here.
+        device = x.device.type
+        ctx.amp = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         return (lse - target_logit).mean()
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, bias, targets, lse = ctx.saved_tensors
         n, chunk = x.size(0), ctx.chunk
+        device_type, amp_on, amp_dtype = ctx.amp
         xf = x.float()  # gradients accumulate in fp32 whatever the autocast dtype
         grad_x = torch.zeros_like(xf)
         grad_w = torch.empty_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
@@ -49,7 +54,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         rows = torch.arange(n, device=x.device)
         for lo in range(0, weight.size(0), chunk):
             hi = min(lo + chunk, weight.size(0))
-            p = (_chunk_logits(x, weight, bias, lo, hi) - lse[:, None]).exp_()  # softmax on this chunk
+            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_on):
+                logits = _chunk_logits(x, weight, bias, lo, hi)
+            p = (logits - lse[:, None]).exp_()  # softmax on this chunk
             inside = (targets >= lo) & (targets < hi)
             p[rows[inside], targets[inside] - lo] -= 1.0
             p.mul_(grad_out.float() / n)  # d mean / d logits

@@ -65,3 +65,23 @@ def test_model_with_fused_loss_trains_like_the_plain_one():
     torch.testing.assert_close(loss_fused, loss_plain, rtol=1e-6, atol=1e-6)
     for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_autocast_backward_matches_its_forward():
+    """Under bf16 autocast the gradient is that of the loss actually computed: the backward
+    recomputes the logits in bf16 too, so the fused gradient matches the plain autocast one."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 32, generator=g, requires_grad=True)
+    w = (0.5 * torch.randn(200, 32, generator=g)).requires_grad_()
+    t = torch.randint(0, 200, (16,), generator=g)
+    grads = []
+    for chunk in (0, 48):
+        x.grad = w.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = linear_cross_entropy(x, w, None, t, chunk)
+        loss.backward()
+        grads.append((loss.detach(), x.grad.clone(), w.grad.clone()))
+    (l0, gx0, gw0), (l1, gx1, gw1) = grads
+    torch.testing.assert_close(l1, l0, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(gx1, gx0, rtol=2e-2, atol=1e-4)
+    torch.testing.assert_close(gw1, gw0, rtol=2e-2, atol=1e-4)
