@@ -51,6 +51,20 @@ def short_name(overrides: list[str]) -> str:
     return ",".join(parts)
 
 
+def swept_overrides(job: list[str], sweep_dir: Path) -> list[str]:
+    """The overrides this sweep varies, as this job got them.
+
+    Hydra records the sweep's own command line in ``multirun.yaml`` before any job starts. A job
+    override whose text is there too (``trainer=debug``) is fixed; one whose text differs
+    (``model.heads=4`` from ``model.heads=2,4,8``) or that a sweeper chose is swept.
+    """
+    try:
+        fixed = set(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+    except Exception:  # unreadable record (e.g. a launcher without a shared disk): name by all
+        return job
+    return [o for o in job if o not in fixed] or job
+
+
 def run_context(cfg: DictConfig) -> RunContext:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -60,7 +74,8 @@ def run_context(cfg: DictConfig) -> RunContext:
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     group = Path(hc.sweep.dir).name if multirun else run_dir.name
-    return RunContext(run_dir, group, short_name(overrides) or run_dir.name, overrides, multirun)
+    named = swept_overrides(overrides, Path(hc.sweep.dir)) if multirun else overrides
+    return RunContext(run_dir, group, short_name(named) or run_dir.name, overrides, multirun)
 
 
 def one_line(err: BaseException) -> str:
