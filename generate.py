@@ -6,60 +6,24 @@ a bad value fails at once with one line; article_gpt.generate does the decoding.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, ListConfig
 
 os.environ.setdefault("ARTICLE_GPT_ROOT", str(Path(__file__).resolve().parent))
 
+from article_gpt.config import validate_generate  # noqa: E402  (cheap: no torch)
 from article_gpt.errors import ConfigError, exit_on_user_error  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
 
     from article_gpt.checkpoint import LoadedModel
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# (key, test, what the value must be): each failure names the key and its value.
-CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("ckpt", lambda v: isinstance(v, str) and v.strip() != "", "a checkpoint file, a run directory or latest"),
-    ("temperature", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0 = greedy)"),
-    ("top_k", lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null"),
-    ("top_p", lambda v: v is None or (_is_number(v) and 0 < v <= 1), "a number in (0, 1] or null"),
-    ("max_new_tokens", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    ("num_samples", lambda v: _is_int(v) and v > 0, "a positive integer"),
-    ("seed", lambda v: v is None or _is_int(v), "an integer or null"),
-    ("stop_at_eot", lambda v: isinstance(v, bool), "true or false"),
-    ("kv_cache", lambda v: isinstance(v, bool), "true or false"),
-    ("compile", lambda v: isinstance(v, bool), "true or false"),
-    ("device", lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
-     "auto, cpu, cuda or cuda:N"),
-    ("out", lambda v: v is None or isinstance(v, str), "a file path or null"),
-]
-
-
-def check_options(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first key whose value cannot work."""
-    for key, ok, what in CHECKS:
-        value = cfg.get(key)
-        if not ok(value):
-            raise ConfigError(f"{key}={value}: must be {what}")
 
 
 def read_prompts(cfg: DictConfig) -> list[str]:
@@ -96,7 +60,7 @@ def format_texts(texts: list[str], num_samples: int) -> str:
 
 
 def run(cfg: DictConfig) -> None:
-    check_options(cfg)
+    validate_generate(cfg)
     prompts = read_prompts(cfg)
     out = prepare_out(cfg.out)
     from article_gpt.checkpoint import load_model, resolve_checkpoint  # imports torch: only after the checks

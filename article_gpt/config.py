@@ -1,115 +1,152 @@
-"""Validation of the composed config, before anything heavy is built.
+"""Validation of composed configs (train.py and generate.py), before anything heavy is built.
 
 Each failure is a ``ConfigError`` whose message names the key and the value, e.g.
-``model.heads=0: must be a positive integer``.
+``model.heads=0: must be a positive integer``. Single-key rules are tables of
+(key, test, what the value must be); rules that relate keys follow them. Importing this module
+is cheap (no torch), so an entry point can fail fast on a bad value.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import secrets
 import warnings
+from collections.abc import Callable
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from article_gpt.errors import ConfigError
 from article_gpt.tokenizer import get_encoding
-from article_gpt.tracking import WANDB_MODES
 
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 PRECISIONS = {
     "64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
     "transformer-engine", "transformer-engine-float16",
 }
 
-
-def _get(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, throw_on_missing=False)
+Rule = tuple[Callable[[Any], bool], str]  # (test, what a passing value is)
 
 
-def _positive_int(cfg: DictConfig, key: str, optional: bool = False) -> None:
-    v = _get(cfg, key)
-    if v is None and optional:
-        return
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ConfigError(f"{key}={v}: must be a positive integer{' or null' if optional else ''}")
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _in_range(cfg: DictConfig, key: str, lo: float, hi: float, lo_open=False, hi_open=False, optional=False) -> None:
-    v = _get(cfg, key)
-    if v is None and optional:
-        return
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-    ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        raise ConfigError(f"{key}={v}: must be a number in {interval}")
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def int_at_least(lo: int, optional: bool = False) -> Rule:
+    what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+    return (lambda v: (optional and v is None) or (_int(v) and v >= lo)), what + (" or null" if optional else "")
+
+
+def number_in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False, optional: bool = False) -> Rule:
+    def ok(v: Any) -> bool:
+        if v is None:
+            return optional
+        return _number(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+    interval = f"{'(' if lo_open else '['}{float(lo)}, {float(hi)}{')' if hi_open else ']'}"
+    return ok, f"a number in {interval}" + (" or null" if optional else "")
+
+
+def one_of(*choices: Any) -> Rule:
+    return (lambda v: v in choices), "one of " + ", ".join(map(str, choices))
+
+
+BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
+LIMIT: Rule = (lambda v: v is None or (_int(v) and (v > 0 or v == -1))), "a positive integer, -1 or null"
+
+TRAIN_RULES: dict[str, Rule] = {
+    **{f"model.{k}": int_at_least(1) for k in ("vocab_size", "block_size", "embedding_dim", "num_layers",
+                                                 "heads", "head_size")},
+    "model.dropout": number_in(0, 1, hi_open=True),
+    "model.loss_chunk_size": int_at_least(0),
+    "dataloader.batch_size": int_at_least(1),
+    "dataloader.num_workers": int_at_least(0),
+    "data.train.path": ((lambda v: isinstance(v, str) and v.strip() != ""), "a file, directory or glob"),
+    "data.stride": int_at_least(1, optional=True),
+    "data.train.max_samples": int_at_least(1, optional=True),
+    "data.val.max_samples": int_at_least(1, optional=True),
+    "data.val_fraction": number_in(0, 1, lo_open=True, hi_open=True, optional=True),
+    "optim.lr": number_in(0, 10, lo_open=True),
+    "optim.weight_decay": number_in(0, 10),
+    "optim.min_lr_ratio": number_in(0, 1),
+    "optim.warmup_steps": int_at_least(0),
+    "sample.temperature": number_in(0, 100),
+    "sample.top_k": int_at_least(1, optional=True),
+    "sample.max_new_tokens": int_at_least(0),
+    "trainer.precision": ((lambda v: str(v) in PRECISIONS), "a Lightning precision: 32-true, bf16-mixed, ..."),
+    "trainer.max_epochs": LIMIT,
+    "trainer.max_steps": LIMIT,
+}
+
+GENERATE_RULES: dict[str, Rule] = {
+    "ckpt": ((lambda v: isinstance(v, str) and v.strip() != ""), "a checkpoint file, a run directory or latest"),
+    "temperature": ((lambda v: _number(v) and v >= 0), "a number >= 0 (0 = greedy)"),
+    "top_k": int_at_least(1, optional=True),
+    "top_p": ((lambda v: v is None or (_number(v) and 0 < v <= 1)), "a number in (0, 1] or null"),
+    "max_new_tokens": int_at_least(0),
+    "num_samples": int_at_least(1),
+    "seed": ((lambda v: v is None or _int(v)), "an integer or null"),
+    "stop_at_eot": BOOL,
+    "kv_cache": BOOL,
+    "compile": BOOL,
+    "device": ((lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None),
+               "auto, cpu, cuda or cuda:N"),
+    "out": ((lambda v: v is None or isinstance(v, str)), "a file path or null"),
+}
+
+
+def check_rules(cfg: DictConfig, rules: dict[str, Rule]) -> None:
+    """Raise ``ConfigError`` for the first key whose value breaks its rule."""
+    for key, (ok, what) in rules.items():
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if not ok(value):
+            raise ConfigError(f"{key}={value}: must be {what}")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first key whose value cannot work."""
-    for key in ("model.vocab_size", "model.block_size", "model.embedding_dim", "model.num_layers",
-                "model.heads", "model.head_size", "dataloader.batch_size"):
-        _positive_int(cfg, key)
-    _in_range(cfg, "model.dropout", 0.0, 1.0, hi_open=True)
+    """The training config: every single-key rule, then the rules that relate keys."""
+    check_rules(cfg, TRAIN_RULES)
     n_vocab = get_encoding(cfg.tokenizer).n_vocab
     if cfg.model.vocab_size < n_vocab:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: smaller than tokenizer "
                           f"{cfg.tokenizer!r} with {n_vocab} ids")
-
-    nw = _get(cfg, "dataloader.num_workers")
-    if isinstance(nw, bool) or not isinstance(nw, int) or nw < 0:
-        raise ConfigError(f"dataloader.num_workers={nw}: must be an integer >= 0")
-    if not _get(cfg, "data.train.path"):
-        raise ConfigError("data.train.path: must name a file, directory or glob")
-    for key in ("data.stride", "data.train.max_samples", "data.val.max_samples"):
-        _positive_int(cfg, key, optional=True)
-    val_path, frac = _get(cfg, "data.val.path"), _get(cfg, "data.val_fraction")
+    val_path, frac = OmegaConf.select(cfg, "data.val.path"), OmegaConf.select(cfg, "data.val_fraction")
     if (val_path is None) == (frac is None):
         raise ConfigError(f"data.val.path={val_path} and data.val_fraction={frac}: set exactly one "
                           "(data=articles uses val.path, data=split uses val_fraction)")
-    _in_range(cfg, "data.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True, optional=True)
-
-    _in_range(cfg, "optim.lr", 0.0, 10.0, lo_open=True)
-    _in_range(cfg, "optim.weight_decay", 0.0, 10.0)
-    _in_range(cfg, "optim.min_lr_ratio", 0.0, 1.0)
-    w = _get(cfg, "optim.warmup_steps")
-    if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-        raise ConfigError(f"optim.warmup_steps={w}: must be an integer >= 0")
-    _in_range(cfg, "sample.temperature", 0.0, 100.0)
-    _positive_int(cfg, "sample.top_k", optional=True)
-    mnt = _get(cfg, "sample.max_new_tokens")
-    if isinstance(mnt, bool) or not isinstance(mnt, int) or mnt < 0:
-        raise ConfigError(f"sample.max_new_tokens={mnt}: must be an integer >= 0")
-
-    _validate_trainer(cfg)
-    mode = _get(cfg, "logger.wandb.mode")
-    if mode is not None and mode not in WANDB_MODES:
-        raise ConfigError(f"logger.wandb.mode={mode}: must be one of {', '.join(WANDB_MODES)}")
+    mode = OmegaConf.select(cfg, "logger.wandb.mode")
+    if mode is not None:
+        check_rules(cfg, {"logger.wandb.mode": one_of(*WANDB_MODES)})
+    _validate_accelerator(cfg)
 
 
-def _validate_trainer(cfg: DictConfig) -> None:
-    precision = str(_get(cfg, "trainer.precision"))
-    if precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={precision}: unknown; use 32-true, bf16-mixed, 16-mixed, ...")
-    accel = str(_get(cfg, "trainer.accelerator") or "auto")
+def _validate_accelerator(cfg: DictConfig) -> None:
+    import torch  # here, not at import: generate.py validates before torch loads
+
+    precision = str(cfg.trainer.precision)
+    accel = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
     if accel in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={accel}: no CUDA device on this machine; use trainer=cpu")
     if accel == "cpu" and precision.startswith("bf16"):
         warnings.warn(
             f"trainer.precision={precision} on CPU: without native bf16 (AVX-512 BF16/AMX) this is "
             "10-100x slower than 32-true", stacklevel=2)
-    for key in ("trainer.max_epochs", "trainer.max_steps"):
-        v = _get(cfg, key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or (v <= 0 and v != -1)):
-            raise ConfigError(f"{key}={v}: must be a positive integer, -1 or null")
+
+
+def validate_generate(cfg: DictConfig) -> None:
+    """The generation options (conf/generate.yaml)."""
+    check_rules(cfg, GENERATE_RULES)
 
 
 def register_resolvers() -> None:
     """``${uid:}``: 6 random hex digits, the same everywhere in one composed config (the cache
     is copied into every job of a sweep), so run and sweep ids never collide, even when two
     start in the same microsecond."""
-    import secrets
-
     if not OmegaConf.has_resolver("uid"):
         OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True)
 

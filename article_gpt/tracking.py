@@ -17,8 +17,6 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
-WANDB_MODES = ("auto", "online", "offline", "disabled")
-
 
 def wandb_credentials_present() -> bool:
     """True when W&B could authenticate without prompting. Reads, never prints, the key."""
