@@ -177,3 +177,19 @@ def test_bad_input_is_a_one_line_error(run_cli, outputs, tmp_path, case):
     m = read_metrics(run_dir)  # the failed run is on record, with the same message
     assert m["status"] == "failed" and m["steps"] == 0 and lines[0] == f"error: {m['error']}"
     assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_the_default_run_learns(run_cli, outputs):
+    """`python train.py` with no overrides (only the outputs folder moved into the test's tmp dir):
+    the default model on the bundled articles, W&B offline on its own. Its speed is measured in
+    README's Performance section, not asserted here."""
+    proc = run_cli("train.py", timeout=900)
+    (run_dir,) = run_dirs(outputs)
+    m = read_metrics(run_dir)
+    assert m["status"] == "completed" and m["params_total"] == 7_234_432  # model=tiny
+    assert m["val_loss"] < m["val_loss_initial"] - 2.0  # learned far beyond the ~10.8 of a fresh model
+    assert m["val_curve"][0] == [0, m["val_loss_initial"]] and m["steps"] > 100
+    for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "loss.png", "samples.txt", "metrics.json"):
+        assert (run_dir / name).is_file(), name
+    assert m["wandb_mode"] == "offline" and f"best val loss: {m['val_loss']:.4f}" in proc.stdout
