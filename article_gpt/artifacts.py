@@ -15,9 +15,18 @@ from pathlib import Path
 
 import lightning as L
 
+from article_gpt.errors import ConfigError
+
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+def finished_run_refusal(run_dir: Path) -> ConfigError | None:
+    """The error to stop with when ``run_dir`` already holds a finished run (its metrics.json)."""
+    if (Path(run_dir) / "metrics.json").exists():
+        return ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
+    return None
 
 
 class RunRecorder(L.Callback):
@@ -66,7 +75,9 @@ class RunRecorder(L.Callback):
 
     @property
     def best_val(self) -> float | None:
-        finite = [v for _, v in self.val_curve if math.isfinite(v)]
+        """Best validation after training began: the step-0 point has no checkpoint behind it."""
+        trained = self.val_curve[1:] if self.initial_val is not None else self.val_curve
+        finite = [v for _, v in trained if math.isfinite(v)]
         return min(finite) if finite else None
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from article_gpt.errors import CheckpointError
+from article_gpt.errors import CheckpointError, describe
 from article_gpt.model import GPT, GPTConfig
 from article_gpt.tokenizer import get_encoding
 
@@ -71,12 +71,6 @@ def resolve_checkpoint(spec: str, log_dir: Path) -> Path:
     raise CheckpointError(f"ckpt={spec}: no such file or directory")
 
 
-def _first_line(err: BaseException, limit: int = 160) -> str:
-    lines = str(err).strip().splitlines()
-    text = lines[0] if lines else ""
-    return f"{type(err).__name__}: {text[:limit]}"
-
-
 def read_checkpoint(path: Path) -> tuple[GPTConfig, str, dict[str, torch.Tensor]]:
     """The model config, tokenizer name and GPT state dict (prefix stripped) stored in ``path``."""
     try:
@@ -86,7 +80,7 @@ def read_checkpoint(path: Path) -> tuple[GPTConfig, str, dict[str, torch.Tensor]
         if "Weights only load failed" in str(err):
             raise CheckpointError(f"{path}: holds pickled Python objects that weights_only=True refuses to "
                                   "load; not an Article GPT checkpoint") from None
-        raise CheckpointError(f"{path}: corrupted or not a torch checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: corrupted or not a torch checkpoint ({describe(err, 160)})") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict) or not isinstance(state, dict):
@@ -96,7 +90,7 @@ def read_checkpoint(path: Path) -> tuple[GPTConfig, str, dict[str, torch.Tensor]
         cfg = GPTConfig(**hparams["model"])
     except TypeError as err:
         raise CheckpointError(f"{path}: hyper_parameters.model does not describe an Article GPT "
-                              f"({_first_line(err)})") from None
+                              f"({describe(err, 160)})") from None
     weights = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
     return cfg, str(hparams.get("tokenizer", "gpt2")), weights
 
@@ -132,7 +126,7 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
         with torch.device("meta"):  # shapes only: the random init would be overwritten anyway
             model = GPT(cfg)
     except Exception as err:
-        raise CheckpointError(f"{path}: hyper_parameters.model cannot build a GPT ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: hyper_parameters.model cannot build a GPT ({describe(err, 160)})") from None
     check_weights(path, model, weights)
     model.load_state_dict(weights, strict=True, assign=True)
     if cfg.tie_weights:  # assign=True gave the head and the embedding separate Parameters

@@ -23,6 +23,13 @@ class CheckpointError(ArticleGPTError):
     """A checkpoint is missing, corrupted or of another architecture."""
 
 
+def describe(err: BaseException, limit: int = 200) -> str:
+    """One line for any exception: ours as their message, others as ``Type: first line``."""
+    lines = str(err).strip().splitlines()
+    first = lines[0][:limit] if lines else ""
+    return first if isinstance(err, ArticleGPTError) and first else f"{type(err).__name__}: {first}"
+
+
 class RunFailedError(ArticleGPTError):
     """Training itself failed (NaN loss, out of memory, a bug); the traceback is in error.log."""
 

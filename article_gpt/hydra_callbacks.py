@@ -23,14 +23,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from article_gpt import compare
+from article_gpt.artifacts import finished_run_refusal
 
 
 class ProtectFinishedRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(str(config.hydra.run.dir))
-        if (run_dir / "metrics.json").exists():
-            print(f"error: {run_dir}: already holds a finished run; refusing to overwrite it",
-                  file=sys.stderr, flush=True)
+        refusal = finished_run_refusal(Path(str(config.hydra.run.dir)))
+        if refusal is not None:
+            print(f"error: {refusal}", file=sys.stderr, flush=True)
             raise SystemExit(2)
 
 

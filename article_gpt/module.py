@@ -14,7 +14,7 @@ import torch
 
 from article_gpt.generate import generate
 from article_gpt.model import GPT, GPTConfig
-from article_gpt.tokenizer import get_encoding
+from article_gpt.tokenizer import encode, get_encoding
 
 
 @dataclass
@@ -58,7 +58,7 @@ class GPTModule(L.LightningModule):
         self.optim = OptimConfig(**(optim or {}))
         self.sample_cfg = SampleConfig(**(sample or {}))
         self.tokenizer, self.compile = tokenizer, compile
-        self.samples: list[dict] = []  # (epoch, step, prompt, text), read by the run recorder
+        self.samples: list[dict] = []  # epoch, step, prompt, text: run.py saves and logs them
 
     def configure_model(self) -> None:
         # The compiled wrapper lives outside the module registry, so checkpoints keep the
@@ -96,7 +96,7 @@ class GPTModule(L.LightningModule):
         """Prompt plus a continuation drawn with the configured sampling settings."""
         cfg, enc = self.sample_cfg, get_encoding(self.tokenizer)
         prompt = cfg.prompt if prompt is None else prompt
-        ids = enc.encode(prompt, allowed_special={"<|endoftext|>"}) or [enc.eot_token]
+        ids = encode(prompt, self.tokenizer) or [enc.eot_token]  # "" starts a fresh document
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         out = generate(
             self.model,

@@ -22,9 +22,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from article_gpt import artifacts, tracking
+from article_gpt import artifacts, compare, tracking
 from article_gpt.config import validate
-from article_gpt.errors import ArticleGPTError, ConfigError, RunFailedError
+from article_gpt.errors import ArticleGPTError, RunFailedError, describe
 from article_gpt.module import GPTModule
 
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates: nothing a user can act on.
@@ -41,14 +41,11 @@ class RunContext:
 
 
 def short_name(overrides: list[str]) -> str:
-    """``model.heads=4`` -> ``heads=4``; several joined by commas."""
-    parts = []
-    for o in overrides:
-        key, _, value = o.lstrip("+~").partition("=")
-        if key.startswith(("paths.", "hydra.")):  # where the run writes is not what it trains
-            continue
-        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    return ",".join(parts)
+    """``model.heads=4`` -> ``heads=4`` (the shortest unique key suffix, as in sweep summaries);
+    where the run writes (``paths.*``, ``hydra.*``) and its tags are not part of its name."""
+    parsed = compare.parse_overrides(overrides)
+    short = compare.short_keys(list(parsed))
+    return ",".join(f"{short[k]}={v}" for k, v in parsed.items())
 
 
 def swept_overrides(job: list[str], sweep_dir: Path) -> list[str]:
@@ -78,15 +75,10 @@ def run_context(cfg: DictConfig) -> RunContext:
     return RunContext(run_dir, group, short_name(named) or run_dir.name, overrides, multirun)
 
 
-def one_line(err: BaseException) -> str:
-    msg = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {msg[0] if msg else ''}" if not isinstance(err, ArticleGPTError) else msg[0]
-
-
-def build_module(cfg: DictConfig) -> GPTModule:
-    c = OmegaConf.to_container(cfg, resolve=True)
-    return GPTModule(model=c["model"], optim=c["optim"], sample=c["sample"], tokenizer=c["tokenizer"],
-                     compile=c["compile"])
+def build_module(resolved: dict) -> GPTModule:
+    """The LightningModule from the resolved config (plain containers: they go into checkpoints)."""
+    return GPTModule(model=resolved["model"], optim=resolved["optim"], sample=resolved["sample"],
+                     tokenizer=resolved["tokenizer"], compile=resolved["compile"])
 
 
 def build_trainer(cfg: DictConfig, loggers: list, extra_callbacks: list, run_dir: Path) -> L.Trainer:
@@ -110,8 +102,8 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     """Fit one model; return the optimized metric (``cfg.optimized_metric``), NaN on failure."""
     ctx = ctx or run_context(cfg)
     run_dir = ctx.run_dir
-    if (run_dir / "metrics.json").exists():  # never touch another run's outputs
-        refusal = ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
+    refusal = artifacts.finished_run_refusal(run_dir)  # never touch another run's outputs
+    if refusal is not None:
         if not ctx.multirun:
             raise refusal
         print(f"error: {refusal}", file=sys.stderr)  # a sweep goes on with its next job
@@ -127,24 +119,24 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = instantiate(cfg.data, _convert_="all")
-        module = build_module(cfg)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        module = build_module(resolved)
         derived = {**module.model.num_params(), "flops_per_token": module.model.flops_per_token(),
                    **datamodule.token_counts()}
-        resolved = OmegaConf.to_container(cfg, resolve=True)
         loggers = tracking.build_loggers(resolved.get("logger") or {}, run_dir, ctx.group, ctx.name,
                                          {**resolved, **derived}, resolved.get("tags"))
         trainer = build_trainer(cfg, loggers, [recorder], run_dir)
         trainer.fit(module, datamodule=datamodule)
         status = "interrupted" if trainer.interrupted else "completed"
     except Exception as err:
-        error = one_line(err)
+        error = describe(err)
         (run_dir / "error.log").write_text(traceback.format_exc())
         if not ctx.multirun:
             if isinstance(err, ArticleGPTError):
                 raise
             raise RunFailedError(f"{error} (traceback in {run_dir / 'error.log'})") from err
     except BaseException as err:  # Ctrl-C, SIGTERM from a scheduler, SystemExit: stopped, not broken
-        status, error = "interrupted", one_line(err) or type(err).__name__
+        status, error = "interrupted", describe(err)
         raise
     finally:
         metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)

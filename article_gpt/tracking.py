@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
+from article_gpt.errors import ConfigError, describe
+
 
 def wandb_credentials_present() -> bool:
     """True when W&B could authenticate without prompting. Reads, never prints, the key."""
@@ -48,8 +50,7 @@ def _init_wandb(mode: str, save_dir: Path, init_timeout: float, **kwargs: Any):
         try:
             return wandb.init(mode="online", dir=save_dir, settings=settings, **kwargs)
         except Exception as err:  # unreachable server, bad key: fall back, never block the run
-            reason = (str(err).strip().splitlines() or [""])[0][:200]
-            print(f"W&B: online start failed ({type(err).__name__}: {reason}); logging offline instead")
+            print(f"W&B: online start failed ({describe(err)}); logging offline instead")
             mode = "offline"
     return wandb.init(mode=mode, dir=save_dir, settings=settings, **kwargs)
 
@@ -84,16 +85,20 @@ def build_loggers(
                 config=config,
             )
             loggers.append(WandbLogger(experiment=run, log_model=False))
-            if run.settings.mode == "offline" or getattr(run, "offline", False):
-                print(f"W&B: offline run in {run.dir and Path(run.dir).parent}; "
-                      f"upload it with: wandb sync {Path(run.dir).parent}")
+            if run.settings.mode == "offline":
+                print(f"W&B: offline run in {run_files(run)}; upload it with: wandb sync {run_files(run)}")
         elif kind == "csv":
             loggers.append(CSVLogger(save_dir, name="csv", version=""))
         elif kind == "tensorboard":
             loggers.append(TensorBoardLogger(save_dir, name="tensorboard", version="", default_hp_metric=False))
         else:
-            raise ValueError(f"logger.{kind}: unknown logger (known: wandb, csv, tensorboard)")
+            raise ConfigError(f"logger.{kind}: unknown logger (known: wandb, csv, tensorboard)")
     return loggers
+
+
+def run_files(run) -> Path:
+    """The folder holding one W&B run's files (``.../wandb/offline-run-*``): what ``wandb sync`` takes."""
+    return Path(run.dir).parent
 
 
 def wandb_run(loggers: list[Logger]):
@@ -107,7 +112,7 @@ def wandb_run_info(loggers: list[Logger]) -> dict:
     run = wandb_run(loggers)
     if run is None:
         return {}
-    return {"wandb_run_id": run.id, "wandb_dir": str(Path(run.dir).parent), "wandb_mode": run.settings.mode}
+    return {"wandb_run_id": run.id, "wandb_dir": str(run_files(run)), "wandb_mode": run.settings.mode}
 
 
 def log_samples_table(loggers: list[Logger], samples: list[dict]) -> None:
