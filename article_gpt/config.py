@@ -17,8 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
-from article_gpt.tokenizer import get_encoding
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 PRECISIONS = {

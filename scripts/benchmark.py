@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from article_gpt.generate import generate
-from article_gpt.loss import linear_cross_entropy
-from article_gpt.model import GPT, GPTConfig
-from article_gpt.tokenizer import encode
+from article_gpt.data.tokenizer import encode
+from article_gpt.model.decoding import generate
+from article_gpt.model.gpt import GPT, GPTConfig
+from article_gpt.model.loss import linear_cross_entropy
 
 ROOT = Path(__file__).resolve().parents[1]
 

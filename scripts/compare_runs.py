@@ -17,14 +17,14 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from article_gpt import compare
 from article_gpt.errors import exit_on_user_error
+from article_gpt.sweeps import records, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def default_out(paths: list[Path]) -> Path:
-    if len(paths) == 1 and not compare.is_run_dir(paths[0]):
+    if len(paths) == 1 and not records.is_run_dir(paths[0]):
         return paths[0]
     return ROOT / "outputs" / "comparisons" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -37,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with exit_on_user_error():
-        runs = compare.load_runs(args.paths)
+        runs = records.load_runs(args.paths)
         out = args.out or default_out(args.paths)
         one_sweep = len(args.paths) == 1 and (args.paths[0] / "multirun.yaml").is_file()
         title = args.title or (f"Sweep {args.paths[0].resolve().name}" if one_sweep else f"{len(runs)} runs compared")
-        table = compare.write_report(runs, out, title)
+        table = summary.write_report(runs, out, title)
     print(f"{table}\n\nreport: {out / 'summary.md'} (+ summary.csv, comparison.png)")
-    if (note := compare.failure_line(runs)) is not None:
+    if (note := summary.failure_line(runs)) is not None:
         print(note, file=sys.stderr)
     return 0
 

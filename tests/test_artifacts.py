@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from article_gpt.artifacts import RunRecorder
-from article_gpt.run import short_name
+from article_gpt.training.artifacts import RunRecorder
+from article_gpt.training.run import short_name
 
 
 def test_best_val_is_after_training_began():

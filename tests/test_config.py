@@ -13,11 +13,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from article_gpt import tracking
 from article_gpt.config import validate
-from article_gpt.data import TextDataModule
+from article_gpt.data.corpus import TextDataModule
 from article_gpt.errors import ConfigError
-from article_gpt.run import build_trainer
+from article_gpt.training import tracking
+from article_gpt.training.run import build_trainer
 
 CONF = ROOT / "conf"
 # The options the issue names; any option added later is composed too (see OPTIONS).

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-from article_gpt import data
-from article_gpt.data import TextDataModule, TokenWindows, read_documents, resolve_files, tokenize_documents
+from article_gpt.data import corpus as data
+from article_gpt.data.corpus import TextDataModule, TokenWindows, read_documents, resolve_files, tokenize_documents
+from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError
-from article_gpt.tokenizer import get_encoding
 
 EOT = 50256
 DOCS = {  # three documents of clearly different lengths (about 40% / 30% / 30% of the tokens)
@@ -94,7 +94,7 @@ def test_token_cache_is_reused_and_keyed_by_content(corpus, tmp_path, monkeypatc
     (cache_file,) = cache.iterdir()
     assert np.fromfile(cache_file, dtype=np.uint16).tolist() == first
 
-    with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="article_gpt.data"):
+    with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="article_gpt.data.corpus"):
         m.setattr(data, "get_encoding", NoTokenizing)
         second = tokenize_documents(read_documents(str(corpus)), "gpt2", str(cache))
     assert second.tolist() == first

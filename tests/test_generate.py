@@ -13,9 +13,10 @@ import pytest
 import torch
 from conftest import TINY, run_dirs
 
-from article_gpt.checkpoint import load_model, resolve_checkpoint
+from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import CheckpointError
-from article_gpt.generate import (
+from article_gpt.model.checkpoint import load_model, resolve_checkpoint
+from article_gpt.model.decoding import (
     Decoder,
     TextStream,
     filter_logits,
@@ -24,8 +25,7 @@ from article_gpt.generate import (
     generate_streamed,
     sample_next,
 )
-from article_gpt.model import GPT, GPTConfig
-from article_gpt.tokenizer import get_encoding
+from article_gpt.model.gpt import GPT, GPTConfig
 
 VOCAB, BLOCK = 97, 8
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from article_gpt.loss import linear_cross_entropy
-from article_gpt.model import GPT, GPTConfig
+from article_gpt.model.gpt import GPT, GPTConfig
+from article_gpt.model.loss import linear_cross_entropy
 
 
 def _grads(chunk: int, x, w, b, t):

@@ -7,7 +7,7 @@ import torch
 from conftest import ROOT
 from hydra import compose, initialize_config_dir
 
-from article_gpt.model import GPT, GPTConfig
+from article_gpt.model.gpt import GPT, GPTConfig
 
 SMALL = dict(vocab_size=97, block_size=16, embedding_dim=32, num_layers=3, heads=2, head_size=16, dropout=0.0)
 

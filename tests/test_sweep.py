@@ -16,8 +16,8 @@ import pytest
 from conftest import ROOT, TINY, read_metrics, wandb_inspect
 from omegaconf import OmegaConf
 
-from article_gpt import compare
-from article_gpt.hydra_callbacks import SweepSummary
+from article_gpt.sweeps import records, summary
+from article_gpt.sweeps.callbacks import SweepSummary
 
 TINY_NO_HEADS = [o for o in TINY if not o.startswith("model.heads=")]
 QUICK = ["logger=none", "callbacks=none", "trainer.max_epochs=1"]  # where only the rows matter
@@ -65,29 +65,29 @@ def test_swept_keys_are_the_overrides_that_differ(tmp_path: Path) -> None:
     fake_run(sweep / "10", ["model.heads=16", "optim.lr=1e-3", "trainer=debug", "paths.log_dir=/z"],
              write_metrics=False)
 
-    runs = compare.load_runs([sweep])
+    runs = records.load_runs([sweep])
 
     # best first, failed and never-finished last; paths.* is where a run wrote, not what it trained
     assert [r.label for r in runs] == ["1", "0", "2", "10"]
     assert [r.swept for r in runs][:2] == [{"heads": "4"}, {"heads": "2"}]
     assert [r.status for r in runs] == ["completed", "completed", "failed", "missing"]
     assert "killed" in runs[3].error
-    assert compare.failure_line(runs) == "2 of 4 jobs did not complete (1 failed, 1 missing)"
+    assert summary.failure_line(runs) == "2 of 4 jobs did not complete (1 failed, 1 missing)"
 
 
 def test_short_keys_stay_unique() -> None:
-    assert compare.short_keys(["model.heads", "optim.lr"]) == {"model.heads": "heads", "optim.lr": "lr"}
-    assert compare.short_keys(["model.dropout", "data.dropout"]) == {"model.dropout": "model.dropout",
+    assert records.short_keys(["model.heads", "optim.lr"]) == {"model.heads": "heads", "optim.lr": "lr"}
+    assert records.short_keys(["model.dropout", "data.dropout"]) == {"model.dropout": "model.dropout",
                                                                        "data.dropout": "data.dropout"}
     # a swept key never shadows a metric column of summary.csv
-    assert compare.short_keys(["trainer.steps"]) == {"trainer.steps": "trainer.steps"}
+    assert records.short_keys(["trainer.steps"]) == {"trainer.steps": "trainer.steps"}
 
 
 def test_run_without_the_override_shows_its_configured_value(tmp_path: Path) -> None:
     a = fake_run(tmp_path / "a", ["model.heads=8"])
     b = fake_run(tmp_path / "b", [])
     (b / ".hydra" / "config.yaml").write_text("model:\n  heads: 4\n")
-    runs = compare.load_runs([a, b])
+    runs = records.load_runs([a, b])
     assert sorted(r.swept["heads"] for r in runs) == ["4", "8"]
 
 
@@ -240,7 +240,7 @@ def test_sweep_returns_the_optimized_metric(tmp_path: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from article_gpt.run import RunContext, train
+    from article_gpt.training.run import RunContext, train
 
     def run(job: Path, *overrides: str) -> tuple[float, dict]:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

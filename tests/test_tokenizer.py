@@ -11,8 +11,8 @@ from importlib import resources
 
 import pytest
 
+from article_gpt.data.tokenizer import EOT, GPT2_SHA256, decode, encode, get_encoding
 from article_gpt.errors import ConfigError
-from article_gpt.tokenizer import EOT, GPT2_SHA256, decode, encode, get_encoding
 
 # Obtained once with this package's bundled loader: encode(KNOWN_TEXT). The bundled
 # assets/gpt2.tiktoken is byte-identical to the file tiktoken downloads for r50k_base
@@ -65,7 +65,7 @@ def test_works_offline_with_an_empty_tiktoken_cache(tmp_path):
     cache.mkdir()
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache), "HTTP_PROXY": "http://127.0.0.1:9",
            "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
-    code = f"import json; from article_gpt.tokenizer import encode; print(json.dumps(encode({KNOWN_TEXT!r})))"
+    code = f"import json; from article_gpt.data.tokenizer import encode; print(json.dumps(encode({KNOWN_TEXT!r})))"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == KNOWN_IDS

@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import TINY, read_metrics, run_dirs, wandb_inspect
 
-from article_gpt.model import GPT, GPTConfig
-from article_gpt.module import GPTModule
+from article_gpt.model.gpt import GPT, GPTConfig
+from article_gpt.training.module import GPTModule
 
 FAKE_KEY = secrets.token_hex(20)  # 40 hex digits, like a real W&B API key, unique to this session
 RUN_DIR_NAME = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}-[0-9a-f]{6}")  # time to the microsecond + uid

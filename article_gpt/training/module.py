@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
-from article_gpt.generate import generate
-from article_gpt.model import GPT, GPTConfig
-from article_gpt.tokenizer import encode, get_encoding
+from article_gpt.data.tokenizer import encode, get_encoding
+from article_gpt.model.decoding import generate
+from article_gpt.model.gpt import GPT, GPTConfig
 
 
 @dataclass

@@ -6,9 +6,9 @@ writes anything there (Hydra saves ``.hydra/`` and opens ``train.log`` before th
 ``SweepSummary``: the sweep's summary, printed and written next to its jobs. Hydra calls
 ``on_multirun_end`` in the process that started the sweep once every job has returned; the
 jobs themselves may have run anywhere (joblib, submitit), so the summary is built from their
-directories on disk (article_gpt.compare), not from return values.
+directories on disk (article_gpt.sweeps.records), not from return values.
 
-Failed jobs return NaN instead of raising (article_gpt.run), so the sweep reaches this point;
+Failed jobs return NaN instead of raising (article_gpt.training.run), so the sweep reaches this point;
 here, after the summary, a sweep with any job that did not complete exits with status 1.
 ``on_multirun_end`` is the last thing Hydra does, so nothing is skipped by exiting.
 """
@@ -22,8 +22,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from article_gpt import compare
-from article_gpt.artifacts import finished_run_refusal
+from article_gpt.sweeps import records, summary
+from article_gpt.training.artifacts import finished_run_refusal
 
 
 class ProtectFinishedRun(Callback):
@@ -43,15 +43,15 @@ class SweepSummary(Callback):
         # the same config object the launcher resolved, so ${now:} and ${uid:} give the same dir
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            runs = compare.load_runs([sweep_dir])
-            table = compare.write_report(runs, sweep_dir, f"Sweep {sweep_dir.name}")
+            runs = records.load_runs([sweep_dir])
+            table = summary.write_report(runs, sweep_dir, f"Sweep {sweep_dir.name}")
         except Exception as err:  # Hydra would turn this into a warning; say plainly what is missing
             print(f"sweep summary: could not be written for {sweep_dir} ({type(err).__name__}: {err}); "
                   f"rebuild it with: python scripts/compare_runs.py {sweep_dir}", file=sys.stderr, flush=True)
             return
         print(f"\nSweep {sweep_dir.name}: {len(runs)} jobs in {sweep_dir}\n\n{table}\n", flush=True)
         print(f"summary: {sweep_dir / 'summary.md'} (+ summary.csv, comparison.png)", flush=True)
-        failed = compare.failure_line(runs)
+        failed = summary.failure_line(runs)
         if failed is not None:
             print(f"{failed}; see the error column and each job's error.log", file=sys.stderr, flush=True)
             if self.fail_on_failed_jobs:

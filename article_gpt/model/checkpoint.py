@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import CheckpointError, describe
-from article_gpt.model import GPT, GPTConfig
-from article_gpt.tokenizer import get_encoding
+from article_gpt.model.gpt import GPT, GPTConfig
 
 RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")  # in order of preference within a run directory
 PREFIX = "model."  # GPTModule keeps the GPT as ``self.model``

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import tiktoken
 import torch
 
-from article_gpt.model import GPT
+from article_gpt.model.gpt import GPT
 
 # A nucleus whose float mass lands this close below top_p counts as reaching it: softmax in
 # float32 is off by ~1e-7, which would otherwise add a token to a nucleus of mass exactly top_p.

@@ -22,10 +22,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from article_gpt import artifacts, compare, tracking
 from article_gpt.config import validate
 from article_gpt.errors import ArticleGPTError, RunFailedError, describe
-from article_gpt.module import GPTModule
+from article_gpt.sweeps import records
+from article_gpt.training import artifacts, tracking
+from article_gpt.training.module import GPTModule
 
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates: nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -43,8 +44,8 @@ class RunContext:
 def short_name(overrides: list[str]) -> str:
     """``model.heads=4`` -> ``heads=4`` (the shortest unique key suffix, as in sweep summaries);
     where the run writes (``paths.*``, ``hydra.*``) and its tags are not part of its name."""
-    parsed = compare.parse_overrides(overrides)
-    short = compare.short_keys(list(parsed))
+    parsed = records.parse_overrides(overrides)
+    short = records.short_keys(list(parsed))
     return ",".join(f"{short[k]}={v}" for k, v in parsed.items())
 
 

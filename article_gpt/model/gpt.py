@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from article_gpt.loss import linear_cross_entropy
+from article_gpt.model.loss import linear_cross_entropy
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Compare finished runs from what they left on disk: summary.csv, summary.md, comparison.png.
+"""Finished runs as records read from what they left on disk (``metrics.json``, ``.hydra/``).
 
 Everything is read from the run directories (``metrics.json``, ``.hydra/``), never from the
 process that trained them, so the same report comes out for a sweep just ended (any launcher,
@@ -10,7 +10,6 @@ does not override the key shows the value its composed config used.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -158,89 +157,3 @@ def load_runs(paths: list[Path]) -> list[Run]:
     runs = [load_run(d) for d in find_run_dirs(paths)]
     label_runs(runs)
     return sorted(runs, key=sort_key)  # sorted() is stable: job order survives among equals
-
-
-def _fmt_count(n: Any) -> str:
-    if not isinstance(n, (int, float)):
-        return "-"
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
-
-
-def _fmt_seconds(s: Any) -> str:
-    if not isinstance(s, (int, float)):
-        return "-"
-    return f"{s:.1f} s" if s < 60 else f"{int(s // 60)}m {int(s % 60):02d}s"
-
-
-def _fmt(v: Any, spec: str) -> str:
-    return format(v, spec) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
-
-
-def markdown_table(runs: list[Run]) -> str:
-    swept = list(runs[0].swept) if runs else []
-    with_error = any(r.status != "completed" for r in runs)
-    head = ["job", *swept, "params", "non-emb params", "best val loss", "val ppl", "tokens/s", "wall time",
-            "status", *(["error"] if with_error else [])]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in runs:
-        m = r.metrics
-        cells = [r.label, *r.swept.values(), _fmt_count(m.get("params_total")),
-                 _fmt_count(m.get("params_non_embedding")), _fmt(r.val_loss, ".4f"), _fmt(m.get("val_ppl"), ".1f"),
-                 _fmt(m.get("tokens_per_sec"), ".0f"), _fmt_seconds(m.get("elapsed_s")), r.status]
-        if with_error:
-            cells.append((r.error or "") if r.status != "completed" else "")
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def failure_line(runs: list[Run]) -> str | None:
-    """``"1 of 3 jobs failed"``, or None when every run completed."""
-    bad = [r.status for r in runs if r.status != "completed"]
-    if not bad:
-        return None
-    if set(bad) == {"failed"}:
-        return f"{len(bad)} of {len(runs)} jobs failed"
-    kinds = ", ".join(f"{bad.count(s)} {s}" for s in dict.fromkeys(bad))
-    return f"{len(bad)} of {len(runs)} jobs did not complete ({kinds})"
-
-
-def write_csv(path: Path, runs: list[Run]) -> None:
-    swept = list(runs[0].swept) if runs else []
-    cols = ["job", *swept, *CSV_METRICS, "name", "overrides", "run_dir", "wandb_run_id", "error"]
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in runs:
-            m = r.metrics
-            w.writerow({"job": r.label, **r.swept, **{k: m.get(k) for k in CSV_METRICS}, "status": r.status,
-                        "val_loss": r.val_loss, "name": r.short_name,
-                        "overrides": " ".join(m.get("overrides") or [f"{k}={v}" for k, v in r.overrides.items()]),
-                        "run_dir": str(r.run_dir), "wandb_run_id": m.get("wandb_run_id"), "error": r.error})
-
-
-def summary_markdown(title: str, runs: list[Run]) -> str:
-    done = [r for r in runs if r.val_loss is not None]
-    lines = [f"# {title}", ""]
-    facts = [f"{len(runs)} runs", f"swept: {', '.join(runs[0].swept) if runs and runs[0].swept else 'nothing'}"]
-    if done:
-        facts.append(f"best: {done[0].short_name} (val loss {done[0].val_loss:.4f})")
-    lines += ["; ".join(facts) + ". Sorted by best val loss (lower is better), runs that did not complete last.", ""]
-    lines += [markdown_table(runs), ""]
-    if (note := failure_line(runs)) is not None:
-        lines += [f"**{note}.** Each failed job's traceback is in its run directory's error.log.", ""]
-    lines += ["![val loss of every run, and best val loss against each swept key](comparison.png)", ""]
-    return "\n".join(lines)
-
-
-def write_report(runs: list[Run], out_dir: Path, title: str) -> str:
-    """Write summary.csv, summary.md and comparison.png into ``out_dir``; return the markdown table."""
-    from article_gpt.compare_plot import plot_comparison
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "summary.csv", runs)
-    (out_dir / "summary.md").write_text(summary_markdown(title, runs), encoding="utf-8")
-    plot_comparison(out_dir / "comparison.png", runs, title)
-    return markdown_table(runs)

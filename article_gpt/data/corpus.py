@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError
-from article_gpt.tokenizer import get_encoding
 
 TEXT_SUFFIXES = (".txt", ".md")
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from article_gpt.compare import Run
+    from article_gpt.sweeps.records import Run
 
 MAX_LEGEND_GROUPS = 6  # more lines than this in a per-key panel is a scatter, not a legend
 

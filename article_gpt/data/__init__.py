@@ -1,0 +1,1 @@
+"""Text in: the offline GPT-2 tokenizer, corpora, token cache and training windows."""
