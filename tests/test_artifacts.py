@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from article_gpt.training.artifacts import RunRecorder
-from article_gpt.training.run import short_name
+from article_gpt.training.context import short_name
 
 
 def test_best_val_is_after_training_began():

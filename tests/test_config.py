@@ -17,7 +17,7 @@ from article_gpt.config import validate
 from article_gpt.data.corpus import TextDataModule
 from article_gpt.errors import ConfigError
 from article_gpt.training import tracking
-from article_gpt.training.run import build_trainer
+from article_gpt.training.build import build_trainer
 
 CONF = ROOT / "conf"
 # The options the issue names; any option added later is composed too (see OPTIONS).

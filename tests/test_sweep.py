@@ -240,7 +240,8 @@ def test_sweep_returns_the_optimized_metric(tmp_path: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from article_gpt.training.run import RunContext, train
+    from article_gpt.training.context import RunContext
+    from article_gpt.training.run import train
 
     def run(job: Path, *overrides: str) -> tuple[float, dict]:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

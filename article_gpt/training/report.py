@@ -1,0 +1,63 @@
+"""What a run reports when it ends: metrics.json's record, the run's files, the console lines.
+
+Nothing here may raise: it runs in the run's closing path, after training succeeded or failed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from article_gpt.training import artifacts, tracking
+
+
+def collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start) -> dict:
+    best = recorder.best_val
+    ckpt = getattr(trainer, "checkpoint_callback", None) if trainer else None
+    return {
+        "status": status,
+        "error": error,
+        "val_loss": best,
+        "val_ppl": math.exp(best) if best is not None else None,
+        "val_loss_initial": recorder.initial_val,
+        "train_loss": recorder.train_curve[-1][1] if recorder.train_curve else None,
+        **derived,
+        "tokens_per_sec": recorder.tokens_per_sec,
+        # achieved model FLOP/s (flops_per_token x tokens/s): divide by the device's peak for MFU
+        "model_flops_per_sec": (derived["flops_per_token"] * recorder.tokens_per_sec
+                                if recorder.tokens_per_sec and "flops_per_token" in derived else None),
+        "steps": trainer.global_step if trainer else 0,
+        "epochs": trainer.current_epoch if trainer else 0,
+        "elapsed_s": round(time.time() - t_start, 3),
+        "first_step_s": round(recorder.first_step_wall - t_start, 3) if recorder.first_step_wall else None,
+        "best_ckpt": getattr(ckpt, "best_model_path", None) or None,
+        "run_dir": str(ctx.run_dir),
+        "group": ctx.group,
+        "name": ctx.name,
+        "overrides": ctx.overrides,
+        **tracking.wandb_run_info(loggers),
+        # (step, loss) of every validation: sweep comparisons read curves from disk, any launcher
+        "val_curve": [[step, loss] for step, loss in recorder.val_curve],
+    }
+
+
+def write_run_files(run_dir: Path, metrics: dict, recorder: artifacts.RunRecorder, module) -> None:
+    artifacts.write_json(run_dir / "metrics.json", metrics)
+    if recorder.train_curve or recorder.val_curve:
+        artifacts.plot_losses(run_dir / "loss.png", recorder, f"{metrics['group']}  {metrics['name']}")
+    if module is not None and module.samples:
+        artifacts.write_samples(run_dir / "samples.txt", module.samples)
+
+
+def report(metrics: dict, module) -> None:
+    best = metrics["val_loss"]
+    print(f"\nrun dir:       {metrics['run_dir']}")
+    print(f"status:        {metrics['status']}" + (f" ({metrics['error']})" if metrics["error"] else ""))
+    if best is not None:
+        first = metrics["val_loss_initial"]
+        print(f"best val loss: {best:.4f} (ppl {metrics['val_ppl']:.1f})" + (f", from {first:.4f}" if first else ""))
+    if metrics.get("tokens_per_sec"):
+        print(f"throughput:    {metrics['tokens_per_sec']:.0f} tokens/s over {metrics['steps']} steps")
+    if module is not None and module.samples:
+        print(f"sample:        {module.samples[-1]['text']!r}")
