@@ -10,16 +10,52 @@ import sys
 from importlib import resources
 
 import pytest
+import tiktoken
 
 from article_gpt.data.tokenizer import EOT, GPT2_SHA256, decode, encode, get_encoding
 from article_gpt.errors import ConfigError
 
-# Obtained once with this package's bundled loader: encode(KNOWN_TEXT). The bundled
-# assets/gpt2.tiktoken is byte-identical to the file tiktoken downloads for r50k_base
-# (sha256 306cd27f...d930, checked below), so these are r50k_base's ids ("Hello" = 15496 and
-# " world" = 995 are GPT-2's well-known ids).
 KNOWN_TEXT = "Hello world! Backpropagation is the chain rule."
-KNOWN_IDS = [15496, 995, 0, 5157, 22930, 363, 341, 318, 262, 6333, 3896, 13]
+
+# Text that exercises every branch of the split pattern: contractions, letters, digit runs (GPT-2
+# keeps them whole, cl100k cuts them in threes), punctuation runs, whitespace runs before words,
+# at line ends and at the end, tabs, CRLF, non-ASCII letters and digits, emoji, the EOT token.
+VARIED = (
+    "It's what they'd've said: we'll see, you're right, I'm sure, they've gone; DON'T SHOUT.\n"
+    "Numbers: 3.14159, 1234567890, -42, 1e-9, 2026-11-25, \u0661\u0662\u0663, 100%!!! ...???\n"
+    "def f(x):\n    return {'a': [x ** 2, x // 3]}  # code\n\t\tindented\r\n"
+    "caf\u00e9 na\u00efve \u00c5ngstr\u00f6m; \u03bb\u03cc\u03b3\u03bf\u03c2; \u043f\u0440\u0438\u0432\u0435\u0442; "
+    "\u6df1\u5ea6\u5b66\u7fd2 \ud55c\uad6d\uc5b4\n"
+    "emoji \U0001F916\U0001F9E0 family \U0001F468\u200d\U0001F469\u200d\U0001F467 flag \U0001F1EB\U0001F1F7\n"
+    "   three spaces,\t\ttabs,  \n\n\n  blank lines and trailing spaces   \n"
+    "<|endoftext|>a new document   "
+)
+
+
+@pytest.fixture(scope="module")
+def tiktoken_r50k():
+    """tiktoken's own r50k_base, built by tiktoken_ext.openai_public.r50k_base() (its pattern,
+    special tokens and vocabulary size) from the bundled BPE file instead of the download."""
+    from tiktoken.load import load_tiktoken_bpe
+    from tiktoken_ext import openai_public
+
+    asked = []
+
+    def from_bundled_file(blobpath, expected_hash=None):
+        asked.append((blobpath, expected_hash))
+        with resources.as_file(resources.files("article_gpt") / "assets" / "gpt2.tiktoken") as local:
+            return load_tiktoken_bpe(str(local), expected_hash=expected_hash)
+
+    original = openai_public.load_tiktoken_bpe
+    openai_public.load_tiktoken_bpe = from_bundled_file
+    try:
+        spec = openai_public.r50k_base()
+    finally:
+        openai_public.load_tiktoken_bpe = original
+    (blobpath, expected_hash), = asked
+    assert blobpath.endswith("/r50k_base.tiktoken") and expected_hash == GPT2_SHA256  # the same file
+    return tiktoken.Encoding(**spec)
+
 
 ROUND_TRIP = [
     "Plain English, with punctuation: it's 3.14 -- isn't it?",
@@ -38,9 +74,19 @@ def test_round_trip(text):
     assert decode(ids) == text
 
 
-def test_known_ids_match_r50k_base():
-    assert encode(KNOWN_TEXT) == KNOWN_IDS
-    assert encode(KNOWN_TEXT, "r50k_base") == KNOWN_IDS  # both bundled names are the same ranks
+def test_pattern_is_tiktokens_r50k_pattern(tiktoken_r50k):
+    assert get_encoding("gpt2")._pat_str == tiktoken_r50k._pat_str
+
+
+@pytest.mark.parametrize("name", ["gpt2", "r50k_base"])
+def test_ids_equal_tiktokens_own_r50k_base(tiktoken_r50k, name):
+    """Id for id against tiktoken's construction, on varied text, line by line and whole."""
+    ours = get_encoding(name)
+    assert (ours.n_vocab, ours.eot_token) == (tiktoken_r50k.n_vocab, tiktoken_r50k.eot_token) == (50257, 50256)
+    for text in [VARIED, *VARIED.splitlines(keepends=True), *ROUND_TRIP]:
+        expected = tiktoken_r50k.encode(text, allowed_special={EOT})
+        assert encode(text, name) == expected, text
+    assert encode(KNOWN_TEXT)[:2] == [15496, 995]  # "Hello", " world": GPT-2's well-known ids
 
 
 def test_bundled_file_is_r50k_base():
@@ -58,7 +104,7 @@ def test_endoftext_is_50256():
     assert decode([50256]) == EOT
 
 
-def test_works_offline_with_an_empty_tiktoken_cache(tmp_path):
+def test_works_offline_with_an_empty_tiktoken_cache(tmp_path, tiktoken_r50k):
     """A fresh interpreter with an empty tiktoken cache and an unreachable proxy still encodes:
     the ranks come from the package file."""
     cache = tmp_path / "tiktoken-cache"
@@ -68,7 +114,7 @@ def test_works_offline_with_an_empty_tiktoken_cache(tmp_path):
     code = f"import json; from article_gpt.data.tokenizer import encode; print(json.dumps(encode({KNOWN_TEXT!r})))"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == KNOWN_IDS
+    assert json.loads(proc.stdout) == tiktoken_r50k.encode(KNOWN_TEXT)
     # tiktoken may keep a copy of the local file it read, but nothing else (no download)
     cached = [hashlib.sha256(f.read_bytes()).hexdigest() for f in cache.iterdir()]
     assert set(cached) <= {GPT2_SHA256}
