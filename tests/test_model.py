@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import ROOT
+from hand_count import hand_flops_per_token, hand_params
 from hydra import compose, initialize_config_dir
 
 from article_gpt.model.gpt import GPT, GPTConfig
@@ -106,30 +109,45 @@ def test_tiny_model_overfits_one_batch():
     assert loss.item() < 0.5, f"loss only fell from {first:.3f} to {loss.item():.3f} in 200 steps"
 
 
-def test_seed_config_has_162_3m_parameters():
-    """The original Article GPT's model (conf/model/seed.yaml): 162.3M = transformer 123.7M +
-    untied lm_head 38.6M."""
+def shape(cfg: GPTConfig) -> tuple:
+    return (cfg.vocab_size, cfg.block_size, cfg.embedding_dim, cfg.num_layers, cfg.heads, cfg.head_size, cfg.bias,
+            cfg.tie_weights)
+
+
+def test_seed_config_has_162_35m_parameters():
+    """The original Article GPT's model (conf/model/seed.yaml): 768 wide, 12 layers, an untied head with bias."""
     cfg = model_config("seed")
     assert not cfg.tie_weights and cfg.embedding_dim == 768 and cfg.num_layers == 12
-    model = meta_model(cfg)
-    total = model.num_params()["params_total"]
-    head = sum(p.numel() for p in model.lm_head.parameters())
-    transformer = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("lm_head."))
-    assert total == transformer + head
-    # 162,350,161 = 123,702,528 + 38,647,633 (head weight 768 x 50257 plus its bias)
-    assert int(total / 1e5) / 10 == 162.3
-    assert round(transformer / 1e5) / 10 == 123.7
-    assert round(head / 1e5) / 10 == 38.6
-    assert head == 768 * 50257 + 50257
+    total = meta_model(cfg).num_params()["params_total"]
+    # 50257*768 + 64*768 + 12 * 7,085,568 (a block) + 1,536 (ln_f) + 50257*768 + 50257 (head)
+    assert total == hand_params(*shape(cfg)) == 162_350_161
 
 
 def test_gpt2_config_has_124_4m_parameters():
     cfg = model_config("gpt2")
     assert cfg.tie_weights and cfg.block_size == 1024
     counts = meta_model(cfg).num_params()
-    assert counts["params_total"] == 124_439_808  # GPT-2 small, head tied to the token embedding
-    assert round(counts["params_total"] / 1e5) / 10 == 124.4
+    assert counts["params_total"] == hand_params(*shape(cfg)) == 124_439_808  # GPT-2 small, tied head
     assert counts["params_non_embedding"] == 124_439_808 - 50257 * 768 - 1024 * 768
+
+
+README_MODEL_ROW = re.compile(  # | `tiny` | 7.2M | 128 wide, 4 layers, 4 heads × 32, block 64, ...
+    r"^\| `(\w+)` \| ([\d.]+)M \| [^|]*?\b(\d+) wide, (\d+) layers, (\d+) (?:heads )?× (\d+), block (\d+)")
+
+
+def test_readme_model_table_matches_every_preset():
+    """README's model table: each preset's shape and its parameter count, to the digits shown."""
+    rows = {m[1]: m for line in (ROOT / "README.md").read_text().splitlines() if (m := README_MODEL_ROW.match(line))}
+    presets = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+    assert sorted(rows) == presets
+    for name, row in rows.items():
+        cfg = model_config(name)
+        assert (cfg.embedding_dim, cfg.num_layers, cfg.heads, cfg.head_size, cfg.block_size) == tuple(
+            int(row[i]) for i in range(3, 8)), name
+        total = meta_model(cfg).num_params()["params_total"]
+        assert total == hand_params(*shape(cfg)), name
+        digits = len(row[2].partition(".")[2])
+        assert f"{total / 1e6:.{digits}f}" == row[2], f"{name}: {total:,} parameters, README says {row[2]}M"
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "medium", "gpt2", "seed"])
@@ -163,6 +181,7 @@ def test_flops_per_token_formula():
     }
     attention = 12 * 2 * (2 * 4) * 8  # 12 * layers * heads*head_size * T
     assert model.flops_per_token() == 6 * (total - 128) + attention == 44_256
+    assert (total, 44_256) == (hand_params(100, 8, 16, 2, 2, 4), hand_flops_per_token(100, 8, 16, 2, 2, 4))
     assert model.flops_per_token(seq_len=4) == 6 * (total - 128) + attention // 2
 
     untied = GPT(GPTConfig(**{**cfg.to_dict(), "tie_weights": False}))
@@ -170,6 +189,8 @@ def test_flops_per_token_formula():
     assert n["params_total"] == total + 100 * 16 + 100  # head weight and bias
     assert n["params_matmul"] == n["params_total"] - 8 * 16 - 100 * 16  # the head, not the lookup table
     assert untied.flops_per_token() == 6 * n["params_matmul"] + attention
+    assert untied.flops_per_token() == hand_flops_per_token(100, 8, 16, 2, 2, 4, tied=False) == 6 * (
+        total + 1600 + 100 - 128 - 1600) + attention  # the head's weight and bias, not the token lookup
 
 
 def test_param_groups_decay_only_matrices():
