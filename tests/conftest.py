@@ -98,3 +98,19 @@ def wandb_inspect(run_dir: Path, env: dict, summary: bool = False):
     if summary:
         return json.loads(out)
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """A real single-node SLURM cluster (scripts/slurm_local.sh: idempotent, quick once it is up;
+    CI starts it before the tests). Skips with the script's one-line reason where it cannot run
+    (not root and not started, no package mirror, ...). Returns the partition name."""
+    try:
+        proc = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh")], capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"SLURM not usable: scripts/slurm_local.sh: {exc}")
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        pytest.skip(f"SLURM not usable: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    return "debug"
