@@ -45,7 +45,7 @@ class RunRecorder(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
         self.train_seconds += now - self._batch_t0
-        self.train_tokens += batch[0].numel()
+        self.train_tokens += batch[0].numel() * trainer.world_size  # DDP: every rank read a batch this size
         if self.first_step_wall is None:
             self.first_step_wall = time.time()
         step = trainer.global_step

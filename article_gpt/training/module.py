@@ -80,12 +80,13 @@ class GPTModule(L.LightningModule):
         x, y = batch
         _, loss = self(x, y)
         # Lightning weights each batch's mean by batch_size, so val/loss is the per-window mean.
-        self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=x.size(0))
+        # sync_dist: under DDP each rank validates its share; the mean over ranks is the val loss
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=x.size(0), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         loss = self.trainer.callback_metrics.get("val/loss")
         if loss is not None:
-            self.log("val/ppl", torch.exp(loss))
+            self.log("val/ppl", torch.exp(loss), sync_dist=True)  # the same on every rank; says so to DDP
         if not self.trainer.sanity_checking and self.sample_cfg.max_new_tokens > 0:
             text = self.sample()
             self.samples.append(

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from article_gpt.config import validate
 from article_gpt.errors import ArticleGPTError, RunFailedError, describe
-from article_gpt.training import artifacts, tracking
+from article_gpt.training import artifacts, distributed, threads, tracking
 from article_gpt.training.build import build_module, build_trainer
 from article_gpt.training.context import RunContext, run_context
 from article_gpt.training.report import collect_metrics, report, write_run_files
@@ -45,8 +45,11 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     recorder, loggers, module, trainer = artifacts.RunRecorder(), [], None, None
     derived: dict = {}
     status, error = "failed", None
+    # DDP: only rank 0 writes the run's files and W&B run (training/distributed.py)
+    rank_zero, rank_env, cores = distributed.is_rank_zero(), distributed.rank_environment(), None
     try:
         validate(cfg)
+        cores = threads.claim(cfg)  # this job's share of the cores -> torch threads
         if cfg.tf32 and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -55,14 +58,16 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         module = build_module(resolved)
         derived = {**module.model.num_params(), "flops_per_token": module.model.flops_per_token(),
                    **datamodule.token_counts()}
-        loggers = tracking.build_loggers(resolved.get("logger") or {}, run_dir, ctx.group, ctx.name,
+        logger_cfg = resolved.get("logger") if rank_zero else None  # other ranks: no W&B run
+        loggers = tracking.build_loggers(logger_cfg or {}, run_dir, ctx.group, ctx.name,
                                          {**resolved, **derived}, resolved.get("tags"))
         trainer = build_trainer(cfg, loggers, [recorder], run_dir)
         trainer.fit(module, datamodule=datamodule)
         status = "interrupted" if trainer.interrupted else "completed"
     except Exception as err:
         error = describe(err)
-        (run_dir / "error.log").write_text(traceback.format_exc())
+        (run_dir / ("error.log" if rank_zero else f"error.rank{distributed.rank_label()}.log")).write_text(
+            traceback.format_exc())
         if not ctx.multirun:
             if isinstance(err, ArticleGPTError):
                 raise
@@ -71,13 +76,18 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         status, error = "interrupted", describe(err)
         raise
     finally:
+        distributed.end_job(trainer, rank_env, failed=status not in ("completed", "pruned"))
+        if cores is not None:
+            cores.release()
         metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
         try:
-            write_run_files(run_dir, metrics, recorder, module)
+            if rank_zero:
+                write_run_files(run_dir, metrics, recorder, module)
             tracking.log_samples_table(loggers, module.samples if module else [])
         finally:  # whatever failed above, the W&B run is closed, with the run's real status
             tracking.finish_loggers(loggers, {"status": status, "best_val_loss": metrics["val_loss"]},
                                     failed=status != "completed")
-        report(metrics, module)
+        if rank_zero:
+            report(metrics, module)
     value = metrics.get(cfg.get("optimized_metric") or "val_loss")
     return float(value) if status == "completed" and value is not None else math.nan
