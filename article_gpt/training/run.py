@@ -28,6 +28,9 @@ from article_gpt.training.report import collect_metrics, report, write_run_files
 
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates: nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# conf/hydra/launcher/*.yaml carry our defaults under the plugins' own names, so Hydra checks them
+# against the plugins' schemas (wanted) and calls that deprecated on every run (noise).
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 
 
 def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
@@ -80,6 +83,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         if cores is not None:
             cores.release()
         metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
+        metrics.update(cores.record() if cores else {})
         try:
             if rank_zero:
                 write_run_files(run_dir, metrics, recorder, module)

@@ -81,6 +81,11 @@ class CoreShare:
     pinned: list[int] | None = None
     _restore: dict = field(default_factory=dict, repr=False)
 
+    def record(self) -> dict:
+        """For metrics.json: what this job ran with."""
+        return {"threads": self.threads, "cores_given": self.cores, "cores_reason": self.reason,
+                "pinned_cores": self.pinned}
+
     def release(self) -> None:
         try:
             if "affinity" in self._restore:
