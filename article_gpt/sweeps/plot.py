@@ -84,6 +84,46 @@ def _plot_key(ax, runs: list[Run], key: str) -> None:
         ax.legend(fontsize=6)
 
 
+def plot_history(path: Path, runs: list[Run], title: str) -> None:
+    """An Optuna search's optimization history: each trial's best val loss against its number, and
+    the best so far over completed trials (pruned trials stopped early: their loss is not a result)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = sorted((r for r in runs if isinstance(r.metrics.get("trial_number"), int)),
+                    key=lambda r: r.metrics["trial_number"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for status, style, color in (("completed", "o", "tab:blue"), ("pruned", "v", "tab:gray")):
+        pts = [(r.metrics["trial_number"], r.val_loss) for r in trials if r.status == status and r.val_loss is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, ms=5, color=color, label=f"{status} ({len(pts)})")
+    failed = [r.metrics["trial_number"] for r in trials if r.status not in ("completed", "pruned")]
+    if failed:  # no loss to show: a red x on the top edge
+        ax.plot(failed, [0.97] * len(failed), "x", color="tab:red", ms=7, label=f"failed ({len(failed)})",
+                transform=ax.get_xaxis_transform())
+    best, xs, ys = None, [], []
+    for r in trials:
+        if r.status == "completed" and r.val_loss is not None:
+            best = r.val_loss if best is None else min(best, r.val_loss)
+        if best is not None:
+            xs.append(r.metrics["trial_number"])
+            ys.append(best)
+    if xs:
+        ax.step(xs, ys, where="post", color="tab:red", lw=1.5, label="best so far")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # trial numbers
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best val loss (nats/token)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_comparison(path: Path, runs: list[Run], title: str) -> None:
     import matplotlib
 
@@ -97,7 +137,7 @@ def plot_comparison(path: Path, runs: list[Run], title: str) -> None:
     _plot_curves(fig.add_subplot(grid[:, 0]), runs)
     for i, key in enumerate(keys):
         _plot_key(fig.add_subplot(grid[i, 1]), runs, key)
-    failed = sum(r.status != "completed" for r in runs)
+    failed = sum(r.status not in ("completed", "pruned") for r in runs)
     fig.suptitle(title + (f"  ({failed} of {len(runs)} did not complete: red x)" if failed and keys else ""),
                  fontsize=10)
     fig.tight_layout()

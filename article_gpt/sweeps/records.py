@@ -22,10 +22,14 @@ from article_gpt.errors import ArticleGPTError
 
 # Overrides that say where a run wrote, not what it trained: never a column of the comparison.
 IGNORED_PREFIXES = ("hydra.", "paths.")
-IGNORED_KEYS = {"tags"}
+IGNORED_KEYS = {"tags", "trial"}  # trial: the Optuna sweeper's bookkeeping (study, storage, number)
 # Columns after the swept keys in summary.csv (metrics.json keys, in this order).
 CSV_METRICS = ["status", "val_loss", "val_ppl", "train_loss", "params_total", "params_non_embedding",
                "flops_per_token", "tokens_per_sec", "elapsed_s", "first_step_s", "steps", "epochs"]
+
+
+# Statuses that are not failures: a pruned trial stopped early on purpose (Optuna pruning).
+OK_STATUSES = ("completed", "pruned")
 
 
 class NoRunsError(ArticleGPTError):
@@ -147,9 +151,9 @@ def label_runs(runs: list[Run]) -> None:
 
 
 def sort_key(run: Run) -> tuple:
-    """Completed runs best first, then runs without a val loss, failed and missing ones last."""
+    """Completed runs best first, then pruned ones, then runs without a val loss, failed and missing ones last."""
     loss = run.val_loss
-    return (run.status != "completed", loss is None, loss if loss is not None else 0.0)
+    return ({"completed": 0, "pruned": 1}.get(run.status, 2), loss is None, loss if loss is not None else 0.0)
 
 
 def load_runs(paths: list[Path]) -> list[Run]:

@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from article_gpt.sweeps.plot import plot_comparison
-from article_gpt.sweeps.records import CSV_METRICS, Run
+from article_gpt.sweeps.plot import plot_comparison, plot_history
+from article_gpt.sweeps.records import CSV_METRICS, OK_STATUSES, Run
 
 
 def _fmt_count(n: Any) -> str:
@@ -36,7 +36,7 @@ def _fmt(v: Any, spec: str) -> str:
 
 def markdown_table(runs: list[Run]) -> str:
     swept = list(runs[0].swept) if runs else []
-    with_error = any(r.status != "completed" for r in runs)
+    with_error = any(r.status not in OK_STATUSES for r in runs)
     head = ["job", *swept, "params", "non-emb params", "best val loss", "val ppl", "tokens/s", "wall time",
             "status", *(["error"] if with_error else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -46,14 +46,14 @@ def markdown_table(runs: list[Run]) -> str:
                  _fmt_count(m.get("params_non_embedding")), _fmt(r.val_loss, ".4f"), _fmt(m.get("val_ppl"), ".1f"),
                  _fmt(m.get("tokens_per_sec"), ".0f"), _fmt_seconds(m.get("elapsed_s")), r.status]
         if with_error:
-            cells.append((r.error or "") if r.status != "completed" else "")
+            cells.append((r.error or "") if r.status not in OK_STATUSES else "")
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
 def failure_line(runs: list[Run]) -> str | None:
     """``"1 of 3 jobs failed"``, or None when every run completed."""
-    bad = [r.status for r in runs if r.status != "completed"]
+    bad = [r.status for r in runs if r.status not in OK_STATUSES]  # pruned trials stopped on purpose
     if not bad:
         return None
     if set(bad) == {"failed"}:
@@ -87,7 +87,26 @@ def summary_markdown(title: str, runs: list[Run]) -> str:
     if (note := failure_line(runs)) is not None:
         lines += [f"**{note}.** Each failed job's traceback is in its run directory's error.log.", ""]
     lines += ["![val loss of every run, and best val loss against each swept key](comparison.png)", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + search_lines(runs))
+
+
+def search_lines(runs: list[Run]) -> list[str]:
+    """For an Optuna search (runs that carry a trial number): trial counts, the best trial's
+    parameters and the command that trains it alone, and the optimization history picture."""
+    trials = [r for r in runs if isinstance(r.metrics.get("trial_number"), int)]
+    if not trials:
+        return []
+    counts = ", ".join(f"{n} {s}" for s in ("completed", "pruned", "failed", "interrupted", "missing")
+                       if (n := sum(r.status == s for r in trials)))
+    lines = ["## Search", "", f"{len(trials)} trials ({counts}).", ""]
+    done = [r for r in trials if r.status == "completed" and r.val_loss is not None]
+    if done:  # runs arrive sorted, best first
+        best = done[0]
+        params = ", ".join(f"{k}={v}" for k, v in best.swept.items()) or "-"
+        command = [o for o in best.metrics.get("overrides") or [] if not o.startswith(("trial=", "hparams_search="))]
+        lines += [f"Best trial {best.metrics['trial_number']}: {params} (val loss {best.val_loss:.4f}).", "",
+                  f"Train it alone: `python train.py {' '.join(command)}`"]
+    return lines + ["", "![best val loss so far against trial number](history.png)", ""]
 
 
 def write_report(runs: list[Run], out_dir: Path, title: str) -> str:
@@ -96,4 +115,6 @@ def write_report(runs: list[Run], out_dir: Path, title: str) -> str:
     write_csv(out_dir / "summary.csv", runs)
     (out_dir / "summary.md").write_text(summary_markdown(title, runs), encoding="utf-8")
     plot_comparison(out_dir / "comparison.png", runs, title)
+    if search_lines(runs):
+        plot_history(out_dir / "history.png", runs, f"{title}: optimization history")
     return markdown_table(runs)

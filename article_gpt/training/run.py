@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from article_gpt.config import validate
 from article_gpt.errors import ArticleGPTError, RunFailedError, describe
+from article_gpt.sweeps.pruning import pruning_callback
 from article_gpt.training import artifacts, distributed, threads, tracking
 from article_gpt.training.build import build_module, build_trainer
 from article_gpt.training.context import RunContext, run_context
@@ -47,6 +48,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     t_start = time.time()
     recorder, loggers, module, trainer = artifacts.RunRecorder(), [], None, None
     derived: dict = {}
+    pruning = pruning_callback(cfg.get("trial"))  # an Optuna trial's reports, else None
     status, error = "failed", None
     # DDP: only rank 0 writes the run's files and W&B run (training/distributed.py)
     rank_zero, rank_env, cores = distributed.is_rank_zero(), distributed.rank_environment(), None
@@ -64,9 +66,9 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         logger_cfg = resolved.get("logger") if rank_zero else None  # other ranks: no W&B run
         loggers = tracking.build_loggers(logger_cfg or {}, run_dir, ctx.group, ctx.name,
                                          {**resolved, **derived}, resolved.get("tags"))
-        trainer = build_trainer(cfg, loggers, [recorder], run_dir)
+        trainer = build_trainer(cfg, loggers, [recorder] + ([pruning] if pruning else []), run_dir)
         trainer.fit(module, datamodule=datamodule)
-        status = "interrupted" if trainer.interrupted else "completed"
+        status = "interrupted" if trainer.interrupted else "pruned" if pruning and pruning.pruned else "completed"
     except Exception as err:
         error = describe(err)
         (run_dir / ("error.log" if rank_zero else f"error.rank{distributed.rank_label()}.log")).write_text(
@@ -83,6 +85,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         if cores is not None:
             cores.release()
         metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
+        metrics.update(pruning.record() if pruning else {})
         metrics.update(cores.record() if cores else {})
         try:
             if rank_zero:
@@ -90,7 +93,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
             tracking.log_samples_table(loggers, module.samples if module else [])
         finally:  # whatever failed above, the W&B run is closed, with the run's real status
             tracking.finish_loggers(loggers, {"status": status, "best_val_loss": metrics["val_loss"]},
-                                    failed=status != "completed")
+                                    failed=status not in ("completed", "pruned"))
         if rank_zero:
             report(metrics, module)
     value = metrics.get(cfg.get("optimized_metric") or "val_loss")

@@ -1,0 +1,145 @@
+"""The Optuna search: ``python train.py -m hparams_search=optuna`` in real subprocesses.
+
+A 4-trial grid over a good and a hopeless learning rate (1e-7: the loss does not move) with
+the median pruner: every trial runs, the hopeless ones are pruned at their first validation,
+and the best is reported. A search stopped after 2 trials, then killed with SIGKILL in the
+middle of a trial, and run again ends with exactly the trials asked for, none asked twice.
+A search space naming a key the config lacks stops with one line before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY, read_metrics, wandb_inspect
+
+SHAPE = [a for a in TINY if not a.startswith("model.heads=")] + ["model.num_layers=1"]
+GOOD, BAD = 0.01, 1e-7
+# prune from the first validation, once one trial has finished: the debug trainer validates twice
+PRUNE_EARLY = ["hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0"]
+
+
+def study_trials(sweep_dir: Path):
+    import optuna
+
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{sweep_dir / 'optuna.db'}")
+    return optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials
+
+
+def job_dirs(sweep_dir: Path) -> list[str]:
+    return sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def search(module_cli):
+    run, env, outputs = module_cli
+    sweep_dir = outputs / "search"
+    proc = run("train.py", "-m", "hparams_search=optuna", *SHAPE, *PRUNE_EARLY, "hydra.sweeper.n_trials=4",
+               "hydra.sweeper.sampler.name=grid", "model.heads=choice(2,4)", f"optim.lr=choice({GOOD},{BAD})",
+               f"hydra.sweep.dir={sweep_dir}")
+    return proc, env, sweep_dir
+
+
+@pytest.mark.slow
+def test_search_runs_n_trials_and_reports_the_best(search):
+    import optuna
+
+    proc, _, sweep_dir = search
+    trials = study_trials(sweep_dir)
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state.is_finished() for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # the whole grid, each point once
+    assert job_dirs(sweep_dir) == ["0", "1", "2", "3"]
+    for t in trials:  # each job trained exactly what its trial asked
+        m = read_metrics(sweep_dir / str(t.number))
+        assert m["trial_number"] == t.number
+        assert f"optim.lr={t.params['optim.lr']!r}" in m["overrides"]
+        assert f"model.heads={t.params['model.heads']}" in m["overrides"]
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = min(done, key=lambda t: t.value)
+    assert best.params["optim.lr"] == GOOD
+    assert best.value == pytest.approx(read_metrics(sweep_dir / str(best.number))["val_loss"])
+    recorded = optuna.load_study(study_name=trials and sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert recorded.best_trial.number == best.number
+    summary = (sweep_dir / "summary.md").read_text()
+    assert f"Best trial {best.number}: " in summary and "## Search" in summary
+    assert (sweep_dir / "history.png").stat().st_size > 0
+    assert f"Optuna: best trial {best.number}: val_loss={best.value:.4f}" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_hopeless_trial_is_pruned_and_finishes_cleanly(search):
+    import optuna
+
+    proc, env, sweep_dir = search
+    trials = study_trials(sweep_dir)
+    first_done = min(t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
+    later_bad = [t for t in trials if t.params["optim.lr"] == BAD and t.number > first_done]
+    assert later_bad, "the grid order puts a hopeless trial after a finished one (seed 0)"
+    for t in later_bad:
+        assert t.state == optuna.trial.TrialState.PRUNED
+        m = read_metrics(sweep_dir / str(t.number))
+        assert m["status"] == "pruned" and m["error"] is None and m["pruned_at_validation"] == 0
+        assert m["steps"] == 3  # stopped after its first epoch of 3 batches (6 without pruning)
+        final = wandb_inspect(sweep_dir / str(t.number), env, summary=True)
+        assert final["state"] == "finished" and final["exit_code"] == 0 and final["summary"]["status"] == "pruned"
+    rows = [line for line in (sweep_dir / "summary.md").read_text().splitlines() if line.startswith("| ")]
+    statuses = {row.split(" | ")[0].strip("| "): row for row in rows[1:]}
+    assert all("| pruned |" in statuses[str(t.number)] for t in later_bad)
+    assert "failed" not in proc.stderr  # pruned trials are no failures: exit status 0 (run() checked it)
+
+
+@pytest.mark.slow
+def test_stopped_and_killed_search_continues_without_repeating_trials(module_cli):
+    run, env, outputs = module_cli
+    sweep_dir = outputs / "resumed"
+    args = ["-m", "hparams_search=optuna", *SHAPE, "logger=none", "hydra.sweeper.sampler.name=random",
+            "model.heads=choice(2,4)", f"hydra.sweep.dir={sweep_dir}", f"paths.log_dir={outputs}"]
+    run("train.py", *args[:-1], "hydra.sweeper.n_trials=2")
+    assert job_dirs(sweep_dir) == ["0", "1"]
+    first = {t.number: t.params for t in study_trials(sweep_dir)}
+
+    # the same search asked for 4 trials, killed hard while trial 2 trains
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "hydra.sweeper.n_trials=4"], cwd=ROOT,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while not (sweep_dir / "2" / "train.log").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (sweep_dir / "2" / "metrics.json").exists(), "trial 2 had finished: the kill came too late"
+    states = {t.number: t.state.name for t in study_trials(sweep_dir)}
+    assert states[2] == "RUNNING"
+
+    out = run("train.py", *args, "hydra.sweeper.n_trials=4")
+    trials = study_trials(sweep_dir)
+    assert [t.number for t in trials] == [0, 1, 2, 3]  # 4 in total: none asked twice, none missing
+    assert all(t.state.is_finished() for t in trials)
+    assert {n: p for n, p in ((t.number, t.params) for t in trials) if n < 2} == first
+    assert job_dirs(sweep_dir) == ["0", "1", "2", "3"]
+    for t in trials:
+        m = read_metrics(sweep_dir / str(t.number))
+        assert m["trial_number"] == t.number and m["status"] in ("completed", "pruned")
+        assert f"model.heads={t.params['model.heads']}" in m["overrides"]
+    assert "trials [2] were left running" in out.stdout + out.stderr
+    table = [line for line in (sweep_dir / "summary.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(table) == 2 + 4  # header, rule, one row per trial
+
+
+@pytest.mark.parametrize("args, line", [
+    (["model.hedas=choice(2,4)"], "error: model.hedas=choice(2,4): no such config key"),
+    (["hydra.sweeper.sampler.name=grid"], "error: hydra.sweeper.sampler.name=grid: optim.lr is an interval"),
+])
+def test_bad_search_space_is_one_line(run_cli, outputs, args, line):
+    proc = run_cli("train.py", "-m", "hparams_search=optuna", *SHAPE, *args, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]]
+    assert proc.stderr.startswith(line), proc.stderr
+    assert not (outputs / "sweeps").exists()  # nothing written
