@@ -4,6 +4,7 @@ Hydra composes conf/train.yaml; article_gpt.training.run does the rest. See READ
 """
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -12,14 +13,21 @@ from omegaconf import DictConfig
 os.environ.setdefault("ARTICLE_GPT_ROOT", str(Path(__file__).resolve().parent))
 
 from article_gpt.errors import exit_on_user_error  # noqa: E402
+from article_gpt.training.resume import rewrite_argv  # noqa: E402
 from article_gpt.training.run import train  # noqa: E402  (importing it registers the ${uid:} resolver)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    with exit_on_user_error():
+    from article_gpt.sweeps.callbacks import summarize_interrupted_sweep
+    from article_gpt.training.signals import exit_on_signal, handle_signals
+
+    # a signal: checkpoint, records, W&B closed, then exit 128 + signum (training/signals.py)
+    with exit_on_user_error(), exit_on_signal(summarize_interrupted_sweep), handle_signals():
         return train(cfg)
 
 
 if __name__ == "__main__":
+    with exit_on_user_error():  # resume=<run dir> / resume_sweep=<dir>: that run's own overrides
+        sys.argv = rewrite_argv(sys.argv)
     main()

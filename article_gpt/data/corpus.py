@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from article_gpt.data.resumable import EpochShuffle, ResumableOrder
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError
 
@@ -192,17 +193,30 @@ class TextDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         cfg = self.loader
-        gen = torch.Generator().manual_seed(self.seed) if train else None
+        sampler = self.train_order() if train else None
+        # a generator of its own: without one, each epoch's loader draws a seed from torch's
+        # global RNG, which a resumed run could not replay (bit-identical resume)
+        gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
             batch_size=cfg.batch_size,
-            shuffle=cfg.shuffle and train,
+            sampler=sampler,
+            shuffle=cfg.shuffle and train and sampler is None,
             drop_last=cfg.drop_last and train,
             num_workers=cfg.num_workers,
             pin_memory=cfg.pin_memory,
             persistent_workers=cfg.num_workers > 0,
             generator=gen,
         )
+
+    def train_order(self) -> ResumableOrder:
+        """The training order: rebuilt from (seed, epoch) alone, re-entered mid-epoch by a resumed
+        run (article_gpt/data/resumable.py). One object per datamodule, for the resume to find."""
+        if getattr(self, "_train_order", None) is None:
+            inner = getattr(self, "train_sampler", None)
+            inner = inner or EpochShuffle(len(self.train_set), self.seed, self.loader.shuffle)
+            self._train_order = ResumableOrder(inner)
+        return self._train_order
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -28,6 +28,8 @@ from article_gpt.training.artifacts import finished_run_refusal
 
 class ProtectFinishedRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("resume"):  # resume= names a finished run on purpose (training/resume.py decides)
+            return
         refusal = finished_run_refusal(Path(str(config.hydra.run.dir)))
         if refusal is not None:
             print(f"error: {refusal}", file=sys.stderr, flush=True)
@@ -56,3 +58,15 @@ class SweepSummary(Callback):
             print(f"{failed}; see the error column and each job's error.log", file=sys.stderr, flush=True)
             if self.fail_on_failed_jobs:
                 raise SystemExit(1)
+
+
+def summarize_interrupted_sweep() -> None:
+    """A sweep stopped by a signal still gets its summary, the stopped job marked interrupted
+    (Hydra calls ``on_multirun_end`` only when every job has returned)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        sweep = OmegaConf.create({"hydra": {"sweep": {"dir": str(HydraConfig.get().sweep.dir)}}})
+        SweepSummary(fail_on_failed_jobs=False).on_multirun_end(sweep)

@@ -23,10 +23,20 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def finished_run_refusal(run_dir: Path) -> ConfigError | None:
-    """The error to stop with when ``run_dir`` already holds a finished run (its metrics.json)."""
-    if (Path(run_dir) / "metrics.json").exists():
-        return ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
-    return None
+    """The error to stop with when ``run_dir`` already holds a finished run (metrics.json says
+    completed or pruned, or cannot be read). Interrupted and failed runs are resumed or run
+    again in place (the rule in article_gpt/training/resume.py)."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        status = json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status in ("interrupted", "failed"):
+        return None
+    return ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it "
+                       f"(python train.py resume={run_dir} trainer.max_steps=... trains it further)")
 
 
 class RunRecorder(L.Callback):
@@ -52,7 +62,9 @@ class RunRecorder(L.Callback):
         if step == 1 or step % max(1, trainer.log_every_n_steps) == 0:
             loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)  # syncs, rarely
             if not math.isfinite(loss):
-                raise NonFiniteLossError(f"train/loss is {loss} at step {step}; lower optim.lr or check the data")
+                last = (f"; the last finite loss was {self.train_curve[-1][1]:.4f} at step {self.train_curve[-1][0]}"
+                        if self.train_curve else "")
+                raise NonFiniteLossError(f"train/loss is {loss} at step {step}{last}; lower optim.lr or check the data")
             self.train_curve.append((step, loss))
             # training-batch time only, the same figure as metrics.json's tokens_per_sec
             pl_module.log("train/tokens_per_sec", self.tokens_per_sec or 0.0, on_step=True, on_epoch=False)
@@ -68,6 +80,17 @@ class RunRecorder(L.Callback):
             # so it is a fair "before training" point of the curve
             self.initial_val = float(loss)
             self.val_curve.append((0, self.initial_val))
+
+    def state_dict(self) -> dict:
+        # in every checkpoint, so a resumed run's metrics.json and loss.png hold the whole run
+        return {"train_curve": self.train_curve, "val_curve": self.val_curve, "train_tokens": self.train_tokens,
+                "train_seconds": self.train_seconds, "initial_val": self.initial_val}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train_curve = [tuple(p) for p in state["train_curve"]]
+        self.val_curve = [tuple(p) for p in state["val_curve"]]
+        self.train_tokens, self.train_seconds = state["train_tokens"], state["train_seconds"]
+        self.initial_val = state["initial_val"]
 
     @property
     def tokens_per_sec(self) -> float | None:

@@ -9,7 +9,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig
 
+from article_gpt.training.checkpoint_io import AtomicCheckpointIO, ResumeState
 from article_gpt.training.module import GPTModule
+from article_gpt.training.resume import CHECKPOINT
+from article_gpt.training.signals import GracefulStop
 
 
 def build_module(resolved: dict) -> GPTModule:
@@ -25,11 +28,23 @@ def build_trainer(cfg: DictConfig, loggers: list, extra_callbacks: list, run_dir
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += extra_callbacks
+    # last, so they save what the others recorded for the step (training/signals.py, checkpoint_io.py)
+    callbacks += [ResumeState(), GracefulStop(Path(run_dir) / CHECKPOINT)]
+    io = {} if "plugins" in cfg.trainer else {"plugins": [AtomicCheckpointIO()]}
     return instantiate(
         cfg.trainer,
         logger=loggers or False,
         callbacks=callbacks,
         default_root_dir=str(run_dir),
+        **io,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
     )
+
+
+def resumed_from_step(trainer: L.Trainer | None) -> int | None:
+    """The step a resumed fit started from (None for a fresh one)."""
+    for c in trainer.callbacks if trainer is not None else []:
+        if isinstance(c, ResumeState):
+            return c.resumed_from_step
+    return None

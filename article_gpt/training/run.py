@@ -9,7 +9,6 @@ re-raises it for the entry point to report in one line.
 from __future__ import annotations
 
 import math
-import sys
 import time
 import traceback
 import warnings
@@ -22,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from article_gpt.config import validate
 from article_gpt.errors import ArticleGPTError, RunFailedError, describe
 from article_gpt.sweeps.pruning import pruning_callback
-from article_gpt.training import artifacts, distributed, threads, tracking
-from article_gpt.training.build import build_module, build_trainer
+from article_gpt.training import artifacts, distributed, resume, threads, tracking
+from article_gpt.training.build import build_module, build_trainer, resumed_from_step
 from article_gpt.training.context import RunContext, run_context
 from article_gpt.training.report import collect_metrics, report, write_run_files
 
@@ -38,12 +37,10 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     """Fit one model; return the optimized metric (``cfg.optimized_metric``), NaN on failure."""
     ctx = ctx or run_context(cfg)
     run_dir = ctx.run_dir
-    refusal = artifacts.finished_run_refusal(run_dir)  # never touch another run's outputs
-    if refusal is not None:
-        if not ctx.multirun:
-            raise refusal
-        print(f"error: {refusal}", file=sys.stderr)  # a sweep goes on with its next job
-        return math.nan
+    # a directory that already holds a run: skip it, resume it or run it again (training/resume.py)
+    start = resume.begin(run_dir, cfg.get("resume"), ctx.multirun, ctx.overrides, cfg.get("optimized_metric"))
+    if not isinstance(start, resume.Start):
+        return start  # a finished sweep job: its recorded metric, its files untouched
     run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     recorder, loggers, module, trainer = artifacts.RunRecorder(), [], None, None
@@ -65,9 +62,9 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
                    **datamodule.token_counts()}
         logger_cfg = resolved.get("logger") if rank_zero else None  # other ranks: no W&B run
         loggers = tracking.build_loggers(logger_cfg or {}, run_dir, ctx.group, ctx.name,
-                                         {**resolved, **derived}, resolved.get("tags"))
+                                         {**resolved, **derived}, resolved.get("tags"), run_id=start.wandb_id)
         trainer = build_trainer(cfg, loggers, [recorder] + ([pruning] if pruning else []), run_dir)
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
         status = "interrupted" if trainer.interrupted else "pruned" if pruning and pruning.pruned else "completed"
     except Exception as err:
         error = describe(err)
@@ -85,6 +82,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         if cores is not None:
             cores.release()
         metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
+        metrics.update(start.record(resumed_from_step(trainer)))
         metrics.update(pruning.record() if pruning else {})
         metrics.update(cores.record() if cores else {})
         try:

@@ -62,8 +62,10 @@ def build_loggers(
     name: str,
     config: dict,
     tags: list[str] | None = None,
+    run_id: str | None = None,
 ) -> list[Logger]:
-    """Loggers for the ``logger`` config group: a mapping with any of wandb / csv / tensorboard."""
+    """Loggers for the ``logger`` config group: a mapping with any of wandb / csv / tensorboard.
+    ``run_id``: an earlier attempt's W&B run, continued (``resume="allow"``) by a resumed run."""
     save_dir = Path(save_dir)
     loggers: list[Logger] = []
     for kind, opts in (logger_cfg or {}).items():
@@ -83,6 +85,7 @@ def build_loggers(
                 job_type=opts.get("job_type", "train"),
                 tags=list(tags or []),
                 config=config,
+                **({"id": run_id, "resume": "allow"} if run_id else {}),
             )
             loggers.append(WandbLogger(experiment=run, log_model=False))
             if run.settings.mode == "offline":

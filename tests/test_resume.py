@@ -1,0 +1,120 @@
+"""Resume a run: ``python train.py resume=<run dir>`` continues an interrupted run bit for bit.
+
+Real runs in subprocesses: one straight run of 8 steps, one interrupted by a real SIGTERM when
+step 4 is done (mid-epoch: 3 batches an epoch), then ``resume=latest`` to the end. The loss at
+every step, the validations and the W&B history must equal the straight run's exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import TINY, read_metrics, run_dirs
+
+# 3 batches an epoch (validation after each), 8 steps: the run ends mid-epoch 2
+SHAPE = [*TINY, "model.num_layers=1", "trainer.max_steps=8", "trainer.limit_train_batches=3",
+         "trainer.max_epochs=10"]
+
+
+def wandb_history(run_dir: Path, env: dict) -> list[tuple[int, float]]:
+    """(trainer/global_step, train/loss) of every offline W&B run file in ``run_dir``, in order."""
+    wandb_bin = Path(sys.executable).with_name("wandb")
+    rows = []
+    for offline in sorted((run_dir / "wandb").glob("offline-run-*")):
+        out = subprocess.run([str(wandb_bin), "leet", "inspect", "--json", str(offline)], env=env,
+                             capture_output=True, text=True, check=True, timeout=120).stdout
+        for line in out.splitlines():
+            item = json.loads(line).get("history", {}).get("item", {}) if line.strip() else {}
+            if "train/loss" in item:
+                rows.append((item["trainer/global_step"], item["train/loss"]))
+    return rows
+
+
+def wandb_ids(run_dir: Path) -> set[str]:
+    return {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
+
+
+@pytest.fixture(scope="module")
+def runs(module_cli):
+    run, env, outputs = module_cli
+    run("train.py", *SHAPE)
+    (straight,) = run_dirs(outputs)
+    stopped = run("tests/interrupt_at.py", "4", "SIGTERM", *SHAPE, f"paths.log_dir={outputs}", check=False)
+    (interrupted,) = [d for d in run_dirs(outputs) if d != straight]
+    after_stop = read_metrics(interrupted)
+    ckpt = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = run("train.py", "resume=latest")
+    return SimpleNamespace(run=run, env=env, outputs=outputs, straight=straight, interrupted=interrupted,
+                           stopped=stopped, after_stop=after_stop, ckpt=ckpt, resumed=resumed)
+
+
+@pytest.mark.slow
+def test_interruption_leaves_a_mid_epoch_checkpoint_and_records(runs):
+    assert runs.stopped.returncode == 143, runs.stopped.stderr[-2000:]  # 128 + SIGTERM
+    m = runs.after_stop
+    assert m["status"] == "interrupted" and m["steps"] == 4 and "SIGTERM" in m["error"]
+    assert runs.ckpt["global_step"] == 4
+    assert runs.ckpt["article_gpt"]["data"] == {"epoch": 1, "batches_done": 1, "batches_total": 3}
+    assert "Traceback" not in runs.stopped.stderr
+
+
+@pytest.mark.slow
+def test_resumed_run_is_bit_identical_to_the_straight_run(runs):
+    straight, resumed = wandb_history(runs.straight, runs.env), wandb_history(runs.interrupted, runs.env)
+    assert [s for s, _ in resumed] == list(range(8)), resumed  # no gap, no repeated step in W&B
+    assert resumed == straight  # the loss at every step, to the last bit
+    a, b = read_metrics(runs.straight), read_metrics(runs.interrupted)
+    assert b["val_curve"] == a["val_curve"] and b["val_loss"] == a["val_loss"]
+    assert b["steps"] == a["steps"] == 8 and b["status"] == "completed"
+    samples = (runs.interrupted / "samples.txt").read_text()
+    assert samples == (runs.straight / "samples.txt").read_text()
+
+
+@pytest.mark.slow
+def test_resume_keeps_run_dir_wandb_run_and_history(runs):
+    m = read_metrics(runs.interrupted)
+    assert m["run_dir"] == str(runs.interrupted) and len(run_dirs(runs.outputs)) == 2
+    assert wandb_ids(runs.interrupted) == {m["wandb_run_id"]} == {runs.after_stop["wandb_run_id"]}
+    assert len(list((runs.interrupted / "wandb").glob("offline-run-*"))) == 2  # one file per attempt
+    (record,) = m["resumes"]
+    assert record["from_step"] == 4 and record["checkpoint"].endswith("checkpoints/last.ckpt") and record["at"]
+    assert "resuming from" in runs.resumed.stdout
+
+
+@pytest.mark.slow
+def test_resume_with_a_raised_budget_continues_a_completed_run(runs):
+    before = read_metrics(runs.straight)
+    refused = runs.run("train.py", f"resume={runs.straight}", check=False)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error: resume=")
+    assert "trainer.max_steps" in refused.stderr and read_metrics(runs.straight) == before
+    runs.run("train.py", f"resume={runs.straight}", "trainer.max_steps=10")
+    m = read_metrics(runs.straight)
+    assert m["status"] == "completed" and m["steps"] == 10 and m["resumes"][0]["from_step"] == 8
+    assert [s for s, _ in wandb_history(runs.straight, runs.env)] == list(range(10))
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["model.heads=4"], "error: model.heads=4: resume= continues the run with its own config"),
+    (["optim.lr=0.1"], "error: optim.lr=0.1: resume= continues the run with its own config"),
+])
+def test_resume_refuses_anything_but_budget_keys(runs, extra, expected):
+    before = sorted(p.name for p in runs.interrupted.rglob("*"))
+    proc = runs.run("train.py", f"resume={runs.interrupted}", *extra, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        expected + f"; only trainer.max_epochs, trainer.max_steps, trainer.max_time and budget.* may change "
+        f"(start a new run to change {extra[0].split('=')[0]})"]
+    assert sorted(p.name for p in runs.interrupted.rglob("*")) == before
+
+
+def test_resume_of_a_folder_that_is_not_a_run(run_cli, tmp_path):
+    proc = run_cli("train.py", f"resume={tmp_path}", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: resume={tmp_path}: not a run directory (no .hydra/overrides.yaml); pass a folder under "
+        "outputs/runs/ or outputs/sweeps/<id>/, or resume=latest"]
