@@ -81,6 +81,9 @@ TRAIN_RULES: dict[str, Rule] = {
     "trainer.precision": ((lambda v: str(v) in PRECISIONS), "a Lightning precision: 32-true, bf16-mixed, ..."),
     "trainer.max_epochs": LIMIT,
     "trainer.max_steps": LIMIT,
+    # compute budgets (training/budget.py): both set is allowed, the tighter one wins
+    **{f"budget.{k}": ((lambda v: v is None or (_number(v) and v > 0)), "a positive number or null")
+       for k in ("tokens", "flops")},
 }
 
 GENERATE_RULES: dict[str, Rule] = {

@@ -124,6 +124,30 @@ def plot_history(path: Path, runs: list[Run], title: str) -> None:
     plt.close(fig)
 
 
+def compute_differs(runs: list[Run]) -> bool:
+    """True when the runs trained on different amounts of compute (no equal budget): then best
+    val loss against training FLOPs shows what each extra FLOP bought."""
+    flops = {r.metrics.get("train_flops") for r in runs if r.val_loss is not None and r.metrics.get("train_flops")}
+    return len(flops) > 1
+
+
+def _plot_flops(ax, runs: list[Run]) -> None:
+    """Best val loss against training FLOPs (tokens seen x the model's FLOPs per token), one point a run."""
+    points = [(r.metrics["train_flops"], r.val_loss, r.short_name) for r in runs
+              if r.val_loss is not None and r.metrics.get("train_flops")]
+    xs = [x for x, _, _ in points]
+    ax.plot(xs, [y for _, y, _ in points], "o", ms=4, color="tab:purple")
+    if len(points) <= MAX_LEGEND_GROUPS * 2:
+        for x, y, name in points:
+            ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if max(xs) / min(xs) >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs", fontsize=8)
+    ax.set_ylabel("best val loss", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
 def plot_comparison(path: Path, runs: list[Run], title: str) -> None:
     import matplotlib
 
@@ -131,12 +155,15 @@ def plot_comparison(path: Path, runs: list[Run], title: str) -> None:
     import matplotlib.pyplot as plt
 
     keys = list(runs[0].swept) if runs else []
-    rows = max(1, len(keys))
+    flops_panel = bool(keys) and compute_differs(runs)
+    rows = max(1, len(keys) + flops_panel)
     fig = plt.figure(figsize=(11 if keys else 7.5, max(4.5, 2.6 * rows)))
     grid = fig.add_gridspec(rows, 2 if keys else 1, width_ratios=[2, 1] if keys else [1])
     _plot_curves(fig.add_subplot(grid[:, 0]), runs)
     for i, key in enumerate(keys):
         _plot_key(fig.add_subplot(grid[i, 1]), runs, key)
+    if flops_panel:
+        _plot_flops(fig.add_subplot(grid[len(keys), 1]), runs)
     failed = sum(r.status not in ("completed", "pruned") for r in runs)
     fig.suptitle(title + (f"  ({failed} of {len(runs)} did not complete: red x)" if failed and keys else ""),
                  fontsize=10)

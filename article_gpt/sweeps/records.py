@@ -25,7 +25,8 @@ IGNORED_PREFIXES = ("hydra.", "paths.")
 IGNORED_KEYS = {"tags", "trial"}  # trial: the Optuna sweeper's bookkeeping (study, storage, number)
 # Columns after the swept keys in summary.csv (metrics.json keys, in this order).
 CSV_METRICS = ["status", "val_loss", "val_ppl", "train_loss", "params_total", "params_non_embedding",
-               "flops_per_token", "tokens_per_sec", "elapsed_s", "first_step_s", "steps", "epochs"]
+               "flops_per_token", "tokens_per_sec", "elapsed_s", "first_step_s", "steps", "epochs",
+               "tokens_seen", "train_flops"]  # what each run trained on: compare at equal compute
 
 
 # Statuses that are not failures: a pruned trial stopped early on purpose (Optuna pruning).

@@ -6,6 +6,7 @@ Read from Hydra's runtime config. A sweep job is named by the values its sweep v
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,5 +55,8 @@ def run_context(cfg: DictConfig) -> RunContext:
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     group = Path(hc.sweep.dir).name if multirun else run_dir.name
+    # A W&B Sweeps agent starts each run as a plain `python train.py key=value ...` with the
+    # sweep's id in WANDB_SWEEP_ID (sweeps/*.yaml): its runs are grouped by that sweep.
+    group = os.environ.get("WANDB_SWEEP_ID") or group
     named = swept_overrides(overrides, Path(hc.sweep.dir)) if multirun else overrides
     return RunContext(run_dir, group, short_name(named) or run_dir.name, overrides, multirun)

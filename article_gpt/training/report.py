@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from article_gpt.training import artifacts, tracking
+from article_gpt.training.budget import budget_record
 
 
 def collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start) -> dict:
@@ -27,6 +28,7 @@ def collect_metrics(status, error, ctx, recorder, module, trainer, derived, logg
         # achieved model FLOP/s (flops_per_token x tokens/s): divide by the device's peak for MFU
         "model_flops_per_sec": (derived["flops_per_token"] * recorder.tokens_per_sec
                                 if recorder.tokens_per_sec and "flops_per_token" in derived else None),
+        **budget_record(trainer),  # tokens_seen, train_flops (every rank's), budget_steps
         "steps": trainer.global_step if trainer else 0,
         "epochs": trainer.current_epoch if trainer else 0,
         "elapsed_s": round(time.time() - t_start, 3),
@@ -59,5 +61,8 @@ def report(metrics: dict, module) -> None:
         print(f"best val loss: {best:.4f} (ppl {metrics['val_ppl']:.1f})" + (f", from {first:.4f}" if first else ""))
     if metrics.get("tokens_per_sec"):
         print(f"throughput:    {metrics['tokens_per_sec']:.0f} tokens/s over {metrics['steps']} steps")
+    if metrics.get("tokens_seen"):
+        planned = f" (budget: {metrics['budget_steps']} steps)" if metrics.get("budget_steps") else ""
+        print(f"compute:       {metrics['tokens_seen']:,} tokens, {metrics['train_flops']:.3g} FLOPs{planned}")
     if module is not None and module.samples:
         print(f"sample:        {module.samples[-1]['text']!r}")

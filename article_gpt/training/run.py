@@ -22,6 +22,7 @@ from article_gpt.config import validate
 from article_gpt.errors import ArticleGPTError, RunFailedError, describe
 from article_gpt.sweeps.pruning import pruning_callback
 from article_gpt.training import artifacts, distributed, resume, threads, tracking
+from article_gpt.training.budget import ComputeBudget
 from article_gpt.training.build import build_module, build_trainer, resumed_from_step
 from article_gpt.training.context import RunContext, run_context
 from article_gpt.training.report import collect_metrics, report, write_run_files
@@ -63,7 +64,8 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         logger_cfg = resolved.get("logger") if rank_zero else None  # other ranks: no W&B run
         loggers = tracking.build_loggers(logger_cfg or {}, run_dir, ctx.group, ctx.name,
                                          {**resolved, **derived}, resolved.get("tags"), run_id=start.wandb_id)
-        trainer = build_trainer(cfg, loggers, [recorder] + ([pruning] if pruning else []), run_dir)
+        meter = ComputeBudget(**(cfg.get("budget") or {}), flops_per_token=derived["flops_per_token"])
+        trainer = build_trainer(cfg, loggers, [recorder, meter] + ([pruning] if pruning else []), run_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
         status = "interrupted" if trainer.interrupted else "pruned" if pruning and pruning.pruned else "completed"
     except Exception as err:
@@ -90,7 +92,9 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
                 write_run_files(run_dir, metrics, recorder, module)
             tracking.log_samples_table(loggers, module.samples if module else [])
         finally:  # whatever failed above, the W&B run is closed, with the run's real status
-            tracking.finish_loggers(loggers, {"status": status, "best_val_loss": metrics["val_loss"]},
+            final = {"status": status, "best_val_loss": metrics["val_loss"],
+                     **{k: metrics.get(k) for k in ("tokens_seen", "train_flops")}}
+            tracking.finish_loggers(loggers, final,
                                     failed=status not in ("completed", "pruned"))
         if rank_zero:
             report(metrics, module)
