@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
@@ -64,6 +64,7 @@ TRAIN_RULES: dict[str, Rule] = {
                                                  "heads", "head_size")},
     "model.dropout": number_in(0, 1, hi_open=True),
     "model.loss_chunk_size": int_at_least(0),
+    "model.gelu_approximate": ((lambda v: v in (None, "none", "tanh")), "none (exact GELU) or tanh (GPT-2's)"),
     "dataloader.batch_size": int_at_least(1),
     "dataloader.num_workers": int_at_least(0),
     "data.train.path": ((lambda v: isinstance(v, str) and v.strip() != ""), "a file, directory or glob"),
@@ -113,6 +114,11 @@ def check_rules(cfg: DictConfig, rules: dict[str, Rule]) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """The training config: every single-key rule, then the rules that relate keys."""
+    if OmegaConf.select(cfg, "model.pretrained"):  # fills the shape in from the checkpoint's config.json
+        from article_gpt.model.pretrained import resolve_shape
+
+        with open_dict(cfg.model):
+            cfg.model.merge_with(resolve_shape(OmegaConf.to_container(cfg.model, resolve=True)))
     check_rules(cfg, TRAIN_RULES)
     n_vocab = get_encoding(cfg.tokenizer).n_vocab
     if cfg.model.vocab_size < n_vocab:

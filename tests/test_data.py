@@ -121,8 +121,8 @@ def test_window_count_and_contents(n, block, stride):
         assert x.tolist() == list(range(s, s + block)) and y.tolist() == list(range(s + 1, s + block + 1))
 
 
-def test_default_stride_is_block_size_and_non_overlapping(corpus, tmp_path):
-    dm = datamodule(str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache", shuffle=False)
+def test_stride_block_size_is_non_overlapping(corpus, tmp_path):
+    dm = datamodule(str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache", stride=8, shuffle=False)
     xs = torch.cat(batches(dm.train_dataloader()))
     assert dm.stride == 8
     assert len(dm.train_set) == (len(dm.train_ids) - 9) // 8 + 1
@@ -133,24 +133,25 @@ def test_default_stride_is_block_size_and_non_overlapping(corpus, tmp_path):
 
 
 def test_max_samples_caps_windows(corpus, tmp_path):
-    dm = datamodule(str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache", train_max=5, val_max=3)
+    dm = datamodule(str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache", stride=8, train_max=5,
+                    val_max=3)
     assert (len(dm.train_set), len(dm.val_set)) == (5, 3)
     assert sum(len(x) for x in batches(dm.train_dataloader())) == 5
-    big = datamodule(str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache", train_max=10**6)
+    big = datamodule(str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache", stride=8, train_max=10**6)
     assert len(big.train_set) == (len(big.train_ids) - 9) // 8 + 1  # a cap above the count changes nothing
 
 
-def test_train_shuffled_by_seed_val_in_order(corpus, tmp_path):
+def test_fixed_windows_shuffled_by_seed_val_in_order(corpus, tmp_path):
     args = (str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache")
-    run1 = torch.cat(batches(datamodule(*args, seed=3).train_dataloader()))
-    run2 = torch.cat(batches(datamodule(*args, seed=3).train_dataloader()))
-    other = torch.cat(batches(datamodule(*args, seed=4).train_dataloader()))
-    in_order = torch.cat(batches(datamodule(*args, shuffle=False).train_dataloader()))
+    run1 = torch.cat(batches(datamodule(*args, stride=8, seed=3).train_dataloader()))
+    run2 = torch.cat(batches(datamodule(*args, stride=8, seed=3).train_dataloader()))
+    other = torch.cat(batches(datamodule(*args, stride=8, seed=4).train_dataloader()))
+    in_order = torch.cat(batches(datamodule(*args, stride=8, shuffle=False).train_dataloader()))
     assert torch.equal(run1, run2)  # same seed, same order
     assert not torch.equal(run1, in_order) and not torch.equal(run1, other)
     assert sorted(map(tuple, run1.tolist())) == sorted(map(tuple, in_order.tolist()))  # a permutation
 
-    dm = datamodule(*args, seed=3)
+    dm = datamodule(*args, stride=8, seed=3)
     val = torch.cat(batches(dm.val_dataloader()))
     assert val.flatten().tolist() == dm.val_ids[: val.numel()].tolist()  # shuffle=True never touches val
 
@@ -222,3 +223,65 @@ def test_bad_sources_raise_data_error(tmp_path, name, content, message):
     with pytest.raises(DataError, match=message) as err:
         datamodule(str(source), str(ROOT / "data" / "val.txt"), 8, tmp_path / "cache")
     assert str(err.value).startswith(str(source))  # the full path, not just a name
+
+
+# ---- random training windows (data.stride=null, the default) -------------------------------
+def epoch_windows(dm: TextDataModule, epoch: int) -> torch.Tensor:
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)  # what Lightning does at the start of each training epoch
+    return torch.cat(batches(loader))
+
+
+def test_random_windows_fresh_each_epoch_seeded_by_seed_and_epoch(corpus, tmp_path):
+    args = (str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache")
+    dm = datamodule(*args, seed=3)
+    ids = dm.train_ids.tolist()
+    e0, e1 = epoch_windows(dm, 0), epoch_windows(dm, 1)
+    assert len(e0) == len(e1) == (len(ids) - 9) // 8 + 1  # as many per epoch as fixed windows give
+    assert not torch.equal(e0, e1)  # a fresh draw each epoch
+    # more distinct starts than the fixed windows' multiples of 8
+    starts = set()
+    for e in range(4):
+        x = epoch_windows(dm, e)
+        for row in x.tolist():  # every window is a real slice of the corpus
+            s = next(i for i in range(len(ids) - 8) if ids[i : i + 8] == row)
+            starts.add(s)
+    assert any(s % 8 for s in starts)
+    # the draw depends on (seed, epoch) only: a fresh module (a resumed run) at epoch 1 draws
+    # exactly what this one drew after epoch 0, whatever came before
+    again = datamodule(*args, seed=3)
+    assert torch.equal(epoch_windows(again, 1), e1) and torch.equal(epoch_windows(again, 0), e0)
+    assert not torch.equal(epoch_windows(datamodule(*args, seed=4), 0), e0)
+    # validation keeps fixed windows in order
+    val = torch.cat(batches(dm.val_dataloader()))
+    assert val.flatten().tolist() == dm.val_ids[: val.numel()].tolist()
+    capped = datamodule(*args, seed=3, train_max=5)
+    assert len(epoch_windows(capped, 0)) == 5
+
+
+def test_lightning_sets_the_epoch_of_the_random_windows(corpus, tmp_path):
+    """Through a real Trainer: each epoch trains on the sampler's draw for that epoch."""
+    import lightning as L
+
+    class Record(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen: list[list[list[int]]] = []
+
+        def on_train_epoch_start(self):
+            self.seen.append([])
+
+        def training_step(self, batch, _):
+            self.seen[-1] += batch[0].tolist()
+            return self.w.sum() * 0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = datamodule(str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache", seed=5)
+    module = Record()
+    L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0, accelerator="cpu").fit(module, datamodule=dm)
+    fresh = datamodule(str(corpus / "a.txt"), str(corpus / "c.txt"), 8, tmp_path / "cache", seed=5)
+    assert module.seen == [epoch_windows(fresh, e).tolist() for e in range(3)]

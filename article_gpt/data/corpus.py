@@ -4,6 +4,10 @@ A source is a file, a directory (every .txt/.md inside, sorted) or a glob. Each 
 document; documents are joined with <|endoftext|>. The ids are cached as a uint16 memmap
 keyed by the sha256 of the encoding name and every document's bytes, so a second run with
 the same text re-tokenizes nothing and a changed file can never hit a stale cache.
+
+Training windows start at fresh random offsets every epoch (``RandomWindowSampler``), so a
+small corpus gives many distinct contexts instead of the same few dozen fixed windows;
+``stride`` set keeps fixed windows. Validation always reads fixed windows, in order.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from article_gpt.data.resumable import EpochShuffle, ResumableOrder
 from article_gpt.data.tokenizer import get_encoding
@@ -104,16 +108,18 @@ def tokenize_documents(docs: list[tuple[Path, str]], encoding: str, cache_dir: s
     return arr
 
 
-def split_tokens(ids: np.ndarray, val_fraction: float, eot: int, min_len: int) -> tuple[np.ndarray, np.ndarray]:
+def split_tokens(ids: np.ndarray, val_fraction: float, eot: int, min_len: int,
+                 whole_documents: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic train/val split near ``1 - val_fraction``, at a document boundary when
-    one lies close enough (within half the val size) and leaves both sides usable."""
+    one lies close enough (within half the val size) and leaves both sides usable; with
+    ``whole_documents``, at the nearest usable boundary however far (split by article)."""
     n = len(ids)
     cut = int(round(n * (1 - val_fraction)))
     boundaries = np.flatnonzero(np.asarray(ids) == eot)
     ok = boundaries[(boundaries >= min_len) & (n - boundaries - 1 >= min_len)]
     if len(ok):
         best = ok[np.argmin(np.abs(ok - cut))]
-        if abs(best - cut) <= (n - cut) / 2:
+        if whole_documents or abs(best - cut) <= (n - cut) / 2:
             return ids[:best], ids[best + 1 :]  # drop the EOT between them
     return ids[:cut], ids[cut:]
 
@@ -136,6 +142,32 @@ class TokenWindows(Dataset):
         return w[:-1], w[1:]
 
 
+class RandomWindowSampler(Sampler[int]):
+    """``num_samples`` window starts drawn uniformly from ``range(num_starts)`` each epoch.
+
+    The draw depends only on ``(seed, epoch)``: Lightning calls ``set_epoch`` at the start of
+    every training epoch (as for a DistributedSampler), so a run resumed at epoch e draws
+    exactly the windows the uninterrupted run drew, and two epochs never repeat one draw.
+    """
+
+    def __init__(self, num_starts: int, num_samples: int, seed: int) -> None:
+        self.num_starts, self.num_samples, self.seed = num_starts, num_samples, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def starts(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])  # seeded by (seed, epoch) alone
+        return rng.integers(0, self.num_starts, size=self.num_samples)
+
+    def __iter__(self):
+        return iter(self.starts().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class TextDataModule(L.LightningDataModule):
     """Train/val windows from explicit files (``val.path``) or one corpus split by ``val_fraction``."""
 
@@ -150,10 +182,13 @@ class TextDataModule(L.LightningDataModule):
         tokenizer: str = "gpt2",
         cache_dir: str | None = None,
         seed: int = 0,
+        whole_documents: bool = False,
     ) -> None:
         super().__init__()
+        self.whole_documents = whole_documents  # data=split: cut only between documents
         self.train_cfg, self.val_cfg = SplitConfig(**train), SplitConfig(**val)
-        self.block_size, self.stride = block_size, stride or block_size
+        # stride None: random training windows each epoch, validation every block_size tokens.
+        self.block_size, self.stride, self.random_windows = block_size, stride or block_size, stride is None
         self.val_fraction = val_fraction
         self.loader = LoaderConfig(**(dataloader or {}))
         self.tokenizer, self.cache_dir, self.seed = tokenizer, cache_dir, seed
@@ -181,10 +216,17 @@ class TextDataModule(L.LightningDataModule):
         else:
             ids = self._ids(train_src)
             eot = get_encoding(self.tokenizer).eot_token
-            self.train_ids, self.val_ids = split_tokens(ids, self.val_fraction, eot, self.block_size + 1)
+            self.train_ids, self.val_ids = split_tokens(ids, self.val_fraction, eot, self.block_size + 1,
+                                                        self.whole_documents)
             self._check(self.train_ids, "train", train_src)
             self._check(self.val_ids, f"val (val_fraction={self.val_fraction})", train_src)
-        self.train_set = TokenWindows(self.train_ids, self.block_size, self.stride, self.train_cfg.max_samples)
+        if self.random_windows:  # a window may start anywhere; as many per epoch as fixed windows give
+            self.train_set = TokenWindows(self.train_ids, self.block_size, 1)
+            count = len(TokenWindows(self.train_ids, self.block_size, self.block_size, self.train_cfg.max_samples))
+            self.train_sampler = RandomWindowSampler(len(self.train_set), count, self.seed)
+        else:
+            self.train_set = TokenWindows(self.train_ids, self.block_size, self.stride, self.train_cfg.max_samples)
+            self.train_sampler = None
         self.val_set = TokenWindows(self.val_ids, self.block_size, self.stride, self.val_cfg.max_samples)
 
     def token_counts(self) -> dict[str, int]:
@@ -201,7 +243,7 @@ class TextDataModule(L.LightningDataModule):
             dataset,
             batch_size=cfg.batch_size,
             sampler=sampler,
-            shuffle=cfg.shuffle and train and sampler is None,
+            shuffle=cfg.shuffle and train and sampler is None,  # random windows come in random order
             drop_last=cfg.drop_last and train,
             num_workers=cfg.num_workers,
             pin_memory=cfg.pin_memory,

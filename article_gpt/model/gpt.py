@@ -33,6 +33,8 @@ class GPTConfig:
     # > 0: training loss fused with the output projection over vocabulary chunks of this
     # size, never materializing the (tokens x vocab) logits (article_gpt/loss.py); 0: plain.
     loss_chunk_size: int = 0
+    # "none": exact erf GELU; "tanh": the tanh approximation GPT-2 was trained with ("gelu_new").
+    gelu_approximate: str = "none"
 
     @property
     def attn_dim(self) -> int:
@@ -97,9 +99,10 @@ class FeedForward(nn.Module):
         self.fc = nn.Linear(cfg.embedding_dim, 4 * cfg.embedding_dim, bias=cfg.bias)
         self.proj = nn.Linear(4 * cfg.embedding_dim, cfg.embedding_dim, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.gelu_approximate = cfg.gelu_approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate=self.gelu_approximate)))
 
 
 class Block(nn.Module):

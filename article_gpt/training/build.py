@@ -16,9 +16,14 @@ from article_gpt.training.signals import GracefulStop
 
 
 def build_module(resolved: dict) -> GPTModule:
-    """The LightningModule from the resolved config (plain containers: they go into checkpoints)."""
-    return GPTModule(model=resolved["model"], optim=resolved["optim"], sample=resolved["sample"],
-                     tokenizer=resolved["tokenizer"], compile=resolved["compile"])
+    """The LightningModule from the resolved config (plain containers: they go into checkpoints).
+
+    ``model.pretrained`` (set by model=gpt2_pretrained) is where the weights start, not part of
+    the architecture: it is passed apart, so a checkpoint's ``model`` stays a plain GPTConfig."""
+    model = dict(resolved["model"])
+    pretrained = model.pop("pretrained", None)
+    return GPTModule(model=model, optim=resolved["optim"], sample=resolved["sample"],
+                     tokenizer=resolved["tokenizer"], compile=resolved["compile"], pretrained=pretrained)
 
 
 def build_trainer(cfg: DictConfig, loggers: list, extra_callbacks: list, run_dir: Path) -> L.Trainer:
