@@ -41,6 +41,42 @@ def prompts(batch: int, length: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
+# A short "text" of 48 tokens over 12 symbols: each symbol has several successors, so the next token
+# depends on the context, not just on the last token. A random tiny model's greedy output collapses to
+# one repeated token within a few steps, and two wrong decoders would then agree on it; a model
+# overfit on this text continues it, so its greedy output varies and past block_size the window matters.
+TEXT = (torch.randint(0, 12, (48,), generator=torch.Generator().manual_seed(0)) * 7 + 3).tolist()
+
+
+@pytest.fixture(scope="module")
+def overfit() -> GPT:
+    model = tiny_model()
+    cyclic = torch.tensor(TEXT + TEXT[: BLOCK + 1])
+    windows = torch.stack([cyclic[i : i + BLOCK + 1] for i in range(len(TEXT))])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    model.train()
+    for _ in range(400):  # about 200 steps on any seed tried; the loss floor (~0.2) is the text's first tokens
+        _, loss = model(windows[:, :-1], windows[:, 1:])
+        if loss.item() < 0.3:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3, f"the model did not learn the text (loss {loss.item():.3f})"
+    return model.eval()
+
+
+def text_prompts(batch: int, length: int) -> torch.Tensor:
+    """Prompts cut from the text at different offsets."""
+    cyclic = TEXT * (1 + (length + 7 * batch) // len(TEXT))
+    return torch.tensor([cyclic[7 * i : 7 * i + length] for i in range(batch)])
+
+
+def varied(rows: list[list[int]], distinct: int = BLOCK + 1) -> bool:
+    """Each row holds at least ``distinct`` different tokens: text a wrong decoder would not repeat."""
+    return all(len(set(r)) >= distinct for r in rows)
+
+
 @torch.inference_mode()
 def reference_greedy(model: GPT, ids: torch.Tensor, n: int) -> list[list[int]]:
     """Greedy decoding written out: every step runs the last block_size tokens from scratch."""
@@ -51,49 +87,85 @@ def reference_greedy(model: GPT, ids: torch.Tensor, n: int) -> list[list[int]]:
 
 
 # ---- KV cache and sliding window ---------------------------------------------------------
+def count_tokens_seen(model: GPT) -> list[int]:
+    """Record how many tokens each call of ``model.hidden`` (prefill, step or window) is fed."""
+    seen: list[int] = []
+    hidden = model.hidden
+
+    def counted(idx, caches=None):
+        seen.append(idx.size(1))
+        return hidden(idx, caches)
+
+    model.hidden = counted  # an instance attribute: the decoder's every call goes through it
+    return seen
+
+
 @pytest.mark.parametrize("prompt_len", [3, BLOCK + 4])  # shorter than, and longer than, the window
-def test_cached_logits_match_uncached_past_block_size(prompt_len):
-    model = tiny_model()
-    cached, plain = Decoder(model, prompts(2, prompt_len), True), Decoder(model, prompts(2, prompt_len), False)
-    used_cache = 0
-    with torch.inference_mode():
-        for _ in range(3 * BLOCK):  # prefill, one-token steps, a full window, then sliding
-            a, b = cached.logits(), plain.logits()
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-            used_cache += cached.caches is not None
-            nxt = b.argmax(-1)
-            cached.append(nxt)
-            plain.append(nxt)
-    assert cached.tokens.size(1) >= prompt_len + 3 * BLOCK - 1
-    assert used_cache >= (BLOCK - prompt_len if prompt_len < BLOCK else 0)
+def test_cached_logits_match_uncached_past_block_size(overfit, prompt_len):
+    model, steps = overfit, 3 * BLOCK
+    seen = count_tokens_seen(model)
+    try:
+        cached, plain = Decoder(model, text_prompts(2, prompt_len), True), Decoder(model, text_prompts(2, prompt_len),
+                                                                                    False)
+        with torch.inference_mode():
+            for _ in range(steps):  # prefill, one-token steps, a full window, then sliding
+                a, b = cached.logits(), plain.logits()
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+                nxt = b.argmax(-1)
+                cached.append(nxt)
+                plain.append(nxt)
+    finally:
+        del model.hidden
+    cached_seen, plain_seen = seen[0::2], seen[1::2]
+    lengths = [prompt_len + i for i in range(steps)]  # tokens known before each step
+    # cached: the prompt once, then exactly one token a step until the window is full, then the window
+    prefill = [prompt_len] if prompt_len < BLOCK else []
+    one_token_steps = [1] * len([t for t in lengths[1:] if t <= BLOCK]) if prefill else []
+    assert cached_seen == prefill + one_token_steps + [BLOCK] * (steps - len(prefill) - len(one_token_steps))
+    assert plain_seen == [min(t, BLOCK) for t in lengths]  # uncached: every step recomputes the window
+
+
+def test_generate_feeds_one_token_a_step_after_the_prefill(overfit):
+    seen = count_tokens_seen(overfit)
+    try:
+        generate(overfit, text_prompts(3, 2), BLOCK - 2, temperature=0)
+    finally:
+        del overfit.hidden
+    assert seen == [2] + [1] * (BLOCK - 3)  # the last new token is sampled, never fed
 
 
 @pytest.mark.parametrize("prompt_len", [1, 5, BLOCK + 4])
-def test_cached_greedy_equals_uncached_and_reference(prompt_len):
-    model, ids = tiny_model(), prompts(3, prompt_len)
+def test_cached_greedy_equals_uncached_and_reference(overfit, prompt_len):
+    ids = text_prompts(3, prompt_len)
     n = 3 * BLOCK
-    cached = generate(model, ids, n, temperature=0, use_cache=True)
-    assert cached == generate(model, ids, n, temperature=0, use_cache=False)
-    assert cached == reference_greedy(model, ids, n)
+    cached = generate(overfit, ids, n, temperature=0, use_cache=True)
+    assert varied(cached), cached
+    assert cached == generate(overfit, ids, n, temperature=0, use_cache=False)
+    assert cached == reference_greedy(overfit, ids, n)
+    if prompt_len == 5:  # the model continues the text it learned
+        start = 7 * 1 + prompt_len
+        assert cached[1][: len(TEXT) - start] == TEXT[start : start + n]
 
 
 # ---- sampling controls ---------------------------------------------------------------------
-def test_greedy_is_deterministic_and_a_seed_repeats_samples():
-    model, ids = tiny_model(), prompts(2, 4)
-    assert generate(model, ids, 12, temperature=0) == generate(model, ids, 12, temperature=0)
+def test_greedy_is_deterministic_and_a_seed_repeats_samples(overfit):
+    model, ids = overfit, text_prompts(2, 4)
+    greedy = generate(model, ids, 12, temperature=0)
+    assert varied(greedy, 5) and greedy == generate(model, ids, 12, temperature=0)
 
     def sampled(seed: int) -> list[list[int]]:
         gen = torch.Generator().manual_seed(seed)
-        return generate(model, ids, 12, temperature=1.0, top_k=40, top_p=0.9, generator=gen)
+        return generate(model, ids, 12, temperature=2.0, top_k=40, top_p=0.99, generator=gen)
 
     assert sampled(7) == sampled(7)
     assert sampled(7) != sampled(8)
 
 
-def test_top_k_1_is_greedy():
-    model, ids = tiny_model(), prompts(2, 4)
+def test_top_k_1_is_greedy(overfit):
+    model, ids = overfit, text_prompts(2, 4)
     gen = torch.Generator().manual_seed(0)
-    assert generate(model, ids, 12, temperature=1.5, top_k=1, generator=gen) == generate(model, ids, 12, temperature=0)
+    greedy = generate(model, ids, 12, temperature=0)
+    assert varied(greedy, 5) and generate(model, ids, 12, temperature=1.5, top_k=1, generator=gen) == greedy
     logits = torch.randn(16, VOCAB)
     assert torch.equal(sample_next(logits, 2.0, top_k=1), logits.argmax(-1))
 
@@ -124,19 +196,22 @@ def test_sampling_draws_only_from_the_nucleus_in_proportion():
     assert abs((ids == 1).float().mean().item() - 0.5 / 0.8) < 0.03
 
 
-def test_rows_stop_at_eos_independently():
-    model, ids = tiny_model(), prompts(2, 3)
+def test_rows_stop_at_eos_independently(overfit):
+    model, ids = overfit, text_prompts(2, 3)
     greedy = generate(model, ids, 16, temperature=0)
     eos = greedy[0][5]
+    assert greedy[0].index(eos) == 5 and greedy[1][:6].count(eos) == 0  # the rows stop at different steps
     out = generate(model, ids, 16, temperature=0, eos_id=eos)
     for row, full in zip(out, greedy):
         assert row == (full[: full.index(eos)] if eos in full else full)
 
 
-def test_prompts_of_different_lengths_are_grouped_and_kept_in_order():
-    model = tiny_model()
-    many = [prompts(1, n, seed=n)[0].tolist() for n in (3, 5, 3, BLOCK + 4, 1)]
+def test_prompts_of_different_lengths_are_grouped_and_kept_in_order(overfit):
+    model = overfit
+    many = [TEXT[n : 2 * n] for n in (3, 5, 4, BLOCK + 4, 1)]
+    many[2] = TEXT[9:12]  # a second prompt of 3 tokens: grouped with the first
     together = generate_many(model, many, 10, temperature=0)
+    assert len({tuple(t) for t in together}) == len(many)  # distinct continuations: order matters
     assert together == [generate(model, torch.tensor([p]), 10, temperature=0)[0] for p in many]
 
 
