@@ -6,21 +6,46 @@ Nothing here may raise: it runs in the run's closing path, after training succee
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
+from article_gpt.errors import describe
 from article_gpt.training import artifacts, tracking
 from article_gpt.training.budget import budget_record
 
+MAX_EXP = math.log(sys.float_info.max)  # 709.78: math.exp of more raises OverflowError
+
+
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss), or None where there is none to give: no loss, a non-finite one, or a diverged run's
+    loss above ~709, whose exp overflows a float (math.exp would raise in the closing path)."""
+    if loss is None or not math.isfinite(loss) or loss > MAX_EXP:
+        return None
+    return math.exp(loss)
+
 
 def collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start) -> dict:
+    """metrics.json's record. Never raises: a fact that cannot be read leaves a smaller record
+    (with ``report_error``) rather than no metrics.json and an unfinished W&B run."""
+    try:
+        return _collect(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
+    except Exception as err:  # a bug in one fact must not cost the run its record
+        return {"status": status, "error": error, "val_loss": recorder.best_val, "val_ppl": None,
+                "val_loss_initial": recorder.initial_val, **derived, "run_dir": str(ctx.run_dir),
+                "group": ctx.group, "name": ctx.name, "overrides": ctx.overrides,
+                "elapsed_s": round(time.time() - t_start, 3), "report_error": describe(err),
+                "val_curve": [[step, loss] for step, loss in recorder.val_curve]}
+
+
+def _collect(status, error, ctx, recorder, module, trainer, derived, loggers, t_start) -> dict:
     best = recorder.best_val
     ckpt = getattr(trainer, "checkpoint_callback", None) if trainer else None
     return {
         "status": status,
         "error": error,
         "val_loss": best,
-        "val_ppl": math.exp(best) if best is not None else None,
+        "val_ppl": perplexity(best),
         "val_loss_initial": recorder.initial_val,
         "train_loss": recorder.train_curve[-1][1] if recorder.train_curve else None,
         **derived,
@@ -53,12 +78,21 @@ def write_run_files(run_dir: Path, metrics: dict, recorder: artifacts.RunRecorde
 
 
 def report(metrics: dict, module) -> None:
+    """The end-of-run console lines: run dir, status, best val loss, throughput, the last sample."""
+    try:
+        _report(metrics, module)
+    except Exception as err:  # the console lines are a courtesy: never the reason a run fails
+        print(f"note: the end-of-run report failed ({describe(err)}); see {metrics.get('run_dir')}/metrics.json")
+
+
+def _report(metrics: dict, module) -> None:
     best = metrics["val_loss"]
     print(f"\nrun dir:       {metrics['run_dir']}")
     print(f"status:        {metrics['status']}" + (f" ({metrics['error']})" if metrics["error"] else ""))
     if best is not None:
         first = metrics["val_loss_initial"]
-        print(f"best val loss: {best:.4f} (ppl {metrics['val_ppl']:.1f})" + (f", from {first:.4f}" if first else ""))
+        ppl = f"{metrics['val_ppl']:.1f}" if metrics.get("val_ppl") is not None else "inf"  # a diverged run
+        print(f"best val loss: {best:.4f} (ppl {ppl})" + (f", from {first:.4f}" if first else ""))
     if metrics.get("tokens_per_sec"):
         print(f"throughput:    {metrics['tokens_per_sec']:.0f} tokens/s over {metrics['steps']} steps")
     if metrics.get("tokens_seen"):
