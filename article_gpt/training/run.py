@@ -83,11 +83,12 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         distributed.end_job(trainer, rank_env, failed=status not in ("completed", "pruned"))
         if cores is not None:
             cores.release()
-        metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
-        metrics.update(start.record(resumed_from_step(trainer)))
-        metrics.update(pruning.record() if pruning else {})
-        metrics.update(cores.record() if cores else {})
+        metrics = {"status": status, "error": error, "val_loss": None}  # replaced at once: collect never raises
         try:
+            metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
+            metrics.update(start.record(resumed_from_step(trainer)))
+            metrics.update(pruning.record() if pruning else {})
+            metrics.update(cores.record() if cores else {})
             if rank_zero:
                 write_run_files(run_dir, metrics, recorder, module)
             tracking.log_samples_table(loggers, module.samples if module else [])
