@@ -20,6 +20,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
 
+# metrics.json's numbers a sweeper can optimize (optimized_metric); tests/test_train.py checks that
+# a real run's metrics.json has each, and that a new numeric key is added here or to NOT_OPTIMIZABLE.
+OPTIMIZABLE_METRICS = (
+    "val_loss", "val_ppl", "val_loss_initial", "train_loss", "params_total", "params_non_embedding",
+    "params_matmul", "flops_per_token", "train_tokens", "val_tokens", "tokens_per_sec", "model_flops_per_sec",
+    "tokens_seen", "train_flops", "steps", "epochs", "elapsed_s", "first_step_s",
+)
+NOT_OPTIMIZABLE = ("budget_steps", "threads", "cores_given", "trial_number", "pruned_at_validation")  # settings
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 PRECISIONS = {
     "64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
@@ -132,6 +140,20 @@ def validate(cfg: DictConfig) -> None:
     if mode is not None:
         check_rules(cfg, {"logger.wandb.mode": one_of(*WANDB_MODES)})
     _validate_accelerator(cfg)
+    _validate_run_end(cfg)
+    check_rules(cfg, {"optimized_metric": one_of(*OPTIMIZABLE_METRICS)})  # a typo would return NaN to sweepers
+
+
+def _validate_run_end(cfg: DictConfig) -> None:
+    """A run with no end: Lightning would train forever, and the LR schedule (spread over the run's
+    steps) would fail on an infinite count after start-up, naming no key. ``max_epochs: null`` alone
+    means Lightning's 1000 epochs, unless ``max_time`` is set (then it means no epoch limit)."""
+    t = cfg.get("trainer") or {}
+    epochs, steps, max_time = t.get("max_epochs"), t.get("max_steps", -1), t.get("max_time")
+    budget = any(OmegaConf.select(cfg, f"budget.{k}") is not None for k in ("tokens", "flops"))
+    if (epochs == -1 or (epochs is None and max_time is not None)) and steps in (-1, None) and not budget:
+        raise ConfigError(f"trainer.max_epochs={epochs} with trainer.max_steps={steps}: the run has no end "
+                          "(the LR schedule needs one); set either to a positive integer, or budget.tokens")
 
 
 def _validate_accelerator(cfg: DictConfig) -> None:
