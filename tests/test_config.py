@@ -170,3 +170,34 @@ def test_default_callbacks_checkpoint_best_and_last(tmp_path):
     trainer = build_trainer(compose_train(tmp_path), [], [], tmp_path)
     (ckpt,) = trainer.checkpoint_callbacks
     assert (ckpt.monitor, ckpt.save_last, ckpt.filename) == ("val/loss", True, "best")
+
+
+# ---- a run with no end; the optimized metric (issue 11) --------------------------------------------
+@pytest.mark.parametrize("overrides", [
+    ["trainer.max_epochs=-1"],  # max_steps is -1 in trainer=cpu
+    ["trainer.max_epochs=-1", "trainer.max_steps=null"],
+    ["trainer.max_epochs=null", "+trainer.max_time=00:01:00:00"],  # with max_time, null epochs = no limit
+])
+def test_a_run_with_no_end_is_refused_in_one_line(tmp_path, overrides):
+    cfg = compose_train(tmp_path, *overrides)
+    with pytest.raises(ConfigError, match=r"^trainer\.max_epochs=(-1|None) with trainer\.max_steps=(-1|None): "
+                                          r"the run has no end") as err:
+        validate(cfg)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["trainer.max_epochs=-1", "trainer.max_steps=100"],
+    ["trainer.max_epochs=null"],  # Lightning's default: 1000 epochs
+    ["trainer.max_epochs=-1", "budget.tokens=1e6"],  # the budget ends it
+])
+def test_runs_with_an_end_are_accepted(tmp_path, overrides):
+    validate(compose_train(tmp_path, *overrides))
+
+
+def test_optimized_metric_must_be_a_metrics_json_number(tmp_path):
+    for name in ("val_loss", "train_loss", "tokens_per_sec", "elapsed_s"):
+        validate(compose_train(tmp_path, f"optimized_metric={name}"))
+    with pytest.raises(ConfigError) as err:
+        validate(compose_train(tmp_path, "optimized_metric=val/loss"))
+    assert str(err.value).startswith("optimized_metric=val/loss: must be one of val_loss, val_ppl, ")
