@@ -1,0 +1,72 @@
+"""trainer=ddp on CPU (gloo, 2 processes): a single run and a sweep of DDP jobs.
+
+Lightning's own DDP launcher re-runs ``sys.argv`` for the other ranks, which under ``-m`` is the
+whole sweep; article_gpt.training.distributed starts them from the job's own overrides. Only
+rank 0 writes the run's files and its W&B run.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, read_metrics, run_dirs, wandb_inspect
+from hydra import compose, initialize_config_dir
+from test_launchers import check_sweep
+
+from article_gpt.config import validate
+from article_gpt.errors import ConfigError
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1", "trainer.max_steps=2",
+       "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
+       "callbacks.progress_bar.refresh_rate=0", "model.embedding_dim=32", "model.num_layers=1",
+       "model.head_size=16", "model.block_size=16", "sample.max_new_tokens=8"]
+TOKENS = 2 * 16 * 16 * 2  # 2 steps x batch 16 x block 16 x 2 ranks
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_trainer_group_composes_and_rejects_devices_this_machine_lacks() -> None:
+    cfg = compose_train("trainer=ddp")
+    assert cfg.trainer.strategy._target_ == "article_gpt.training.distributed.JobDDPStrategy"
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.precision) == ("cpu", 2, "32-true")
+    fp16 = compose_train("trainer=gpu_fp16").trainer
+    assert (fp16.accelerator, fp16.precision) == ("gpu", "16-mixed")
+    # no CUDA and no Apple GPU here: one line each, before anything is built
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu: no CUDA device"):
+        validate(compose_train("trainer=gpu_fp16"))
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator=mps: no Apple-silicon GPU"):
+        validate(compose_train("trainer=mps"))
+    # Lightning's own DDP would re-run the whole command line in every rank
+    with pytest.raises(ConfigError, match=r"^trainer.devices=2: more than one device needs trainer=ddp"):
+        validate(compose_train("trainer.devices=2"))
+
+
+@pytest.mark.slow
+def test_single_ddp_run_writes_one_of_everything(run_cli, outputs, clean_env) -> None:
+    run_cli("train.py", *DDP, "model.heads=2")
+    (run,) = run_dirs(outputs)  # rank 1 wrote into rank 0's directory, not one of its own
+    names = {p.name for p in run.iterdir()}
+    assert {"metrics.json", "loss.png", "samples.txt", "checkpoints", "wandb", "train_rank1.log"} <= names
+    assert not {n for n in names if n.startswith("error")}
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (run / "train_rank1.log").read_text()
+    metrics = read_metrics(run)
+    assert metrics["status"] == "completed" and metrics["steps"] == 2
+    assert metrics["tokens_seen"] == TOKENS  # both ranks' batches
+    assert metrics["threads"] == 1  # 2 cores / 2 ranks
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1
+    final = wandb_inspect(run, clean_env, summary=True)
+    assert final["state"] == "finished" and final["summary"]["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_sweep_of_ddp_jobs_runs_each_job_once(run_cli, outputs, clean_env) -> None:
+    proc = run_cli("train.py", "-m", "model.heads=2,4", *DDP)
+    assert len(list((outputs / "sweeps").iterdir())) == 1  # no rank started a sweep of its own
+    trained = check_sweep(outputs, clean_env, ["2", "4"], failed=())
+    assert len(trained) == 2 and all(m["tokens_seen"] == TOKENS for m in trained)
+    for job in ("0", "1"):
+        assert list((outputs / "sweeps").glob(f"*/{job}/train_rank1.log"))
+    assert proc.stdout.count("| completed |") == 2

@@ -1,0 +1,119 @@
+"""Sweeps under every launcher: joblib (parallel, pinned cores), submitit_local and submitit_slurm on
+a real single-node SLURM cluster (scripts/slurm_local.sh; skipped with its reason where it cannot start).
+
+Each sweep is the same three jobs: two that train and one that fails (``model.heads=0``). Under
+every launcher: one job dir per job, one W&B run per trained job in the sweep's group (read back
+offline), the summary written by the launching process, the failed job recorded and not fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+from conftest import TINY, read_metrics, wandb_inspect
+
+from article_gpt.training.distributed import is_rank_zero
+from article_gpt.training.threads import joblib_jobs
+
+TINY_NO_HEADS = [o for o in TINY if not o.startswith("model.heads=")]
+QUIET = ["callbacks.progress_bar.refresh_rate=0", "trainer.max_epochs=1"]  # 3 steps
+
+
+def the_sweep(outputs: Path) -> Path:
+    (sweep,) = (outputs / "sweeps").iterdir()
+    return sweep
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def check_sweep(outputs: Path, env: dict, heads: list[str], failed: tuple[str, ...] = ("0",)) -> list[dict]:
+    """The sweep of ``model.heads=<heads>``: job dirs 0..n-1, each trained job with its own W&B
+    run in the sweep's group, failed ones recorded, and a summary row per job. Returns the
+    trained jobs' metrics."""
+    sweep = the_sweep(outputs)
+    jobs = job_dirs(sweep)
+    assert [j.name for j in jobs] == [str(i) for i in range(len(heads))]
+    assert not (outputs / "runs").exists()  # nothing ran as a separate single run
+    trained, run_ids = [], set()
+    for job, h in zip(jobs, heads, strict=True):
+        metrics = read_metrics(job)
+        assert metrics["name"] == f"heads={h}" and metrics["group"] == sweep.name
+        if h in failed:
+            assert metrics["status"] == "failed" and f"model.heads={h}" in metrics["error"]
+            assert not (job / "wandb").exists()
+            continue
+        assert metrics["status"] == "completed", metrics["error"]
+        assert {"metrics.json", "loss.png", "samples.txt", "checkpoints"} <= {p.name for p in job.iterdir()}
+        (run,) = [r["run"] for r in wandb_inspect(job, env) if r["type"] == "run"]
+        assert run["run_group"] == sweep.name and run["display_name"] == f"heads={h}"
+        final = wandb_inspect(job, env, summary=True)
+        assert final["state"] == "finished" and final["summary"]["status"] == "completed"
+        run_ids.add(run["run_id"])
+        trained.append(metrics)
+    assert len(run_ids) == len(trained)  # never two jobs in one W&B run
+    with (sweep / "summary.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["heads"], r["status"]) for r in rows) == sorted(
+        (h, "failed" if h in failed else "completed") for h in heads)
+    return trained
+
+
+def run_sweep(run_cli, launcher: list[str], heads: str = "2,0,4", extra: list[str] = ()):
+    proc = run_cli("train.py", "-m", *launcher, f"model.heads={heads}", *TINY_NO_HEADS, *QUIET, *extra,
+                   check=False, timeout=600)
+    # the failed job is recorded, the others ran, and the sweep's exit status says one failed
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "1 of 3 jobs failed" in proc.stderr
+    assert "| job | heads |" in proc.stdout  # the launching process printed the summary
+    return proc
+
+
+# ---------------------------------------------------------------- fast
+
+
+def test_joblib_n_jobs_reads_like_joblib() -> None:
+    assert joblib_jobs(-1, 2) == 2 and joblib_jobs(-2, 8) == 7 and joblib_jobs(3, 8) == 3 and joblib_jobs(None, 4) == 4
+
+
+def test_rank_zero_is_known_before_the_trainer() -> None:
+    assert is_rank_zero({})
+    assert not is_rank_zero({"LOCAL_RANK": "1", "NODE_RANK": "0"})
+    assert not is_rank_zero({"LOCAL_RANK": "0", "NODE_RANK": "1"})
+    assert not is_rank_zero({"SLURM_PROCID": "1"}) and is_rank_zero({"SLURM_PROCID": "0"})
+    assert not is_rank_zero({"RANK": "3", "SLURM_PROCID": "0"})
+
+
+# ---------------------------------------------------------------- slow: real sweeps
+
+
+@pytest.mark.slow
+def test_joblib_sweep_runs_jobs_side_by_side_on_their_own_cores(run_cli, outputs, clean_env) -> None:
+    run_sweep(run_cli, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+    trained = check_sweep(outputs, clean_env, ["2", "0", "4"])
+    for metrics in trained:  # 2 cores / 2 jobs: one core each, pinned, one torch thread
+        assert metrics["threads"] == 1 and len(metrics["pinned_cores"]) == 1
+        assert "n_jobs=2" in metrics["cores_reason"]
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep(run_cli, outputs, clean_env) -> None:
+    run_sweep(run_cli, ["hydra/launcher=submitit_local"])
+    trained = check_sweep(outputs, clean_env, ["2", "0", "4"])
+    assert all(m["threads"] == 1 and m["cores_reason"] == "hydra.launcher.cpus_per_task" for m in trained)
+    assert len(list((the_sweep(outputs) / ".submitit").iterdir())) >= 3  # one submitit job per sweep job
+
+
+@pytest.mark.slow
+def test_submitit_slurm_sweep_on_a_real_cluster(slurm_cluster, run_cli, outputs, clean_env) -> None:
+    run_sweep(run_cli, ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster}",
+                        "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"])
+    trained = check_sweep(outputs, clean_env, ["2", "0", "4"])
+    # each job ran inside a SLURM allocation (SLURM_JOB_ID, SLURM_CPUS_PER_TASK set by slurmd)
+    assert all(m["cores_reason"] == "SLURM cpus_per_task" and m["threads"] == 1 for m in trained)
+    tasks = [p.name for p in (the_sweep(outputs) / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
+    assert len(tasks) == 3 and len({t.split("_")[0] for t in tasks}) == 1  # one job array, a task per job
