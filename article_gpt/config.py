@@ -90,6 +90,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "trainer.precision": ((lambda v: str(v) in PRECISIONS), "a Lightning precision: 32-true, bf16-mixed, ..."),
     "trainer.max_epochs": LIMIT,
     "trainer.max_steps": LIMIT,
+    "threads": ((lambda v: v == "auto" or (_int(v) and v >= 1)), "auto or a positive integer"),
     # compute budgets (training/budget.py): both set is allowed, the tighter one wins
     **{f"budget.{k}": ((lambda v: v is None or (_number(v) and v > 0)), "a positive number or null")
        for k in ("tokens", "flops")},
@@ -140,6 +141,7 @@ def validate(cfg: DictConfig) -> None:
     if mode is not None:
         check_rules(cfg, {"logger.wandb.mode": one_of(*WANDB_MODES)})
     _validate_accelerator(cfg)
+    _validate_parallel(cfg)
     _validate_run_end(cfg)
     check_rules(cfg, {"optimized_metric": one_of(*OPTIMIZABLE_METRICS)})  # a typo would return NaN to sweepers
 
@@ -167,6 +169,26 @@ def _validate_accelerator(cfg: DictConfig) -> None:
         warnings.warn(
             f"trainer.precision={precision} on CPU: without native bf16 (AVX-512 BF16/AMX) this is "
             "10-100x slower than 32-true", stacklevel=2)
+
+
+def _validate_parallel(cfg: DictConfig) -> None:
+    """Several devices need ``trainer=ddp``: Lightning's own DDP launcher starts the other ranks by
+    re-running the command line, which under ``-m`` is the whole sweep (training/distributed.py)."""
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    if isinstance(devices, str) and re.fullmatch(r"\d+(,\d*)*", devices.strip()):
+        parts = [p for p in devices.split(",") if p.strip()]
+        count = len(parts) if "," in devices else int(parts[0])
+    else:  # a count, a list of indices, or auto / -1 (Lightning's choice: one process on CPU)
+        count = len(devices) if OmegaConf.is_list(devices) else devices if isinstance(devices, int) else 1
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    if count > 1 and (strategy is None or isinstance(strategy, str)):
+        raise ConfigError(f"trainer.devices={devices}: more than one device needs trainer=ddp "
+                          f"(e.g. trainer=ddp trainer.devices={count})")
+    if str(OmegaConf.select(cfg, "trainer.accelerator")) == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError("trainer.accelerator=mps: no Apple-silicon GPU (MPS) on this machine; use trainer=cpu")
 
 
 def validate_generate(cfg: DictConfig) -> None:
