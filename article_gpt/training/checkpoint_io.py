@@ -14,6 +14,7 @@ generated so far. With these a resumed CPU run repeats the uninterrupted one bit
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -34,9 +35,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        buffer = io.BytesIO()  # serialized first: a failed write then raises the OS's own error
+        torch.save(checkpoint, buffer)
         try:
             with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
+                f.write(buffer.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)  # atomic on one filesystem: readers see the old file or the new one

@@ -109,6 +109,9 @@ def _resume_run_args(args: list[str]) -> list[str]:
     if "-m" in flags or "--multirun" in flags:
         raise ConfigError(f"resume={spec}: resumes one run; for a sweep use resume_sweep=<sweep dir>")
     given = [a for a in args if not a.startswith("-") and override_key(a) != "resume"]
+    # Hydra's own settings pass through (a DDP rank started by rank 0 names the run dir again)
+    hydra = [a for a in given if override_key(a).startswith("hydra.") and override_key(a) != "hydra.run.dir"]
+    given = [a for a in given if not override_key(a).startswith("hydra.")]
     run_dir = latest_run(_log_dir(given)) if spec == "latest" else Path(spec).expanduser()
     if not is_run_dir(run_dir):
         raise ConfigError(f"resume={spec}: not a run directory (no .hydra/overrides.yaml); "
@@ -127,7 +130,7 @@ def _resume_run_args(args: list[str]) -> list[str]:
     replaced = {override_key(a) for a in budget}
     kept = [o for o in stored if override_key(o) not in replaced | {"resume", "resume_sweep"}]
     where = _hydra_value(str(run_dir))
-    return [*flags, *kept, *budget, f"hydra.run.dir={where}", f"resume={where}"]
+    return [*flags, *kept, *budget, *hydra, f"hydra.run.dir={where}", f"resume={where}"]
 
 
 def _resume_sweep_args(args: list[str]) -> list[str]:

@@ -95,12 +95,21 @@ def handle_signals() -> Iterator[None]:
             signal.signal(s, previous if previous is not None else signal.SIG_DFL)
 
 
+PREEMPTION = tuple(s for s in HANDLED if s not in (signal.SIGINT, signal.SIGTERM))  # SIGUSR1, SIGUSR2
+
+
 def chain_previous_handler() -> None:
-    """After the run is closed: a handler the process had before us (e.g. submitit's requeue)."""
+    """After the run is closed: a handler the process had before us for this signal, e.g.
+    submitit's, which requeues the job (it may exit). A preemption signal (SIGUSR1 or SIGUSR2)
+    reaches whichever of the two the process handles: clusters differ in which one they send."""
     signum = _state.signum
-    previous = _state.previous.get(signum) if signum is not None else None
-    if callable(previous) and previous not in (_handler, signal.default_int_handler):
-        previous(signum, None)
+    if signum is None:
+        return
+    for s in (signum, *(p for p in PREEMPTION if p != signum)) if signum in PREEMPTION else (signum,):
+        previous = _state.previous.get(s)
+        if callable(previous) and previous not in (_handler, signal.default_int_handler):
+            previous(s, None)
+            return
 
 
 @contextmanager
