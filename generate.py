@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("ARTICLE_GPT_ROOT", str(Path(__file__).resolve().parent))
 
-from article_gpt.errors import exit_on_user_error  # noqa: E402
+from article_gpt.errors import exit_on_user_error, run_main  # noqa: E402
 from article_gpt.generation import run  # noqa: E402  (cheap: torch loads after the options are checked)
 
 
@@ -22,4 +22,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # Hydra's own errors (a misspelt option) are one line too

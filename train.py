@@ -12,14 +12,17 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("ARTICLE_GPT_ROOT", str(Path(__file__).resolve().parent))
 
-from article_gpt.errors import exit_on_user_error  # noqa: E402
+import article_gpt.config  # noqa: E402,F401  (cheap, no torch: registers the ${uid:} resolver)
+from article_gpt.errors import exit_on_user_error, run_main  # noqa: E402
 from article_gpt.training.resume import rewrite_argv  # noqa: E402
-from article_gpt.training.run import train  # noqa: E402  (importing it registers the ${uid:} resolver)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    # torch and Lightning load here, after Hydra's ValidateConfig callback has checked the config
+    # (conf/hydra/default.yaml): a bad value fails in well under a second, before the run dir exists
     from article_gpt.sweeps.callbacks import summarize_interrupted_sweep
+    from article_gpt.training.run import train
     from article_gpt.training.signals import exit_on_signal, handle_signals
 
     # a signal: checkpoint, records, W&B closed, then exit 128 + signum (training/signals.py)
@@ -30,4 +33,4 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     with exit_on_user_error():  # resume=<run dir> / resume_sweep=<dir>: that run's own overrides
         sys.argv = rewrite_argv(sys.argv)
-    main()
+    run_main(main)  # Hydra's own errors (an unknown option, a bad override) are one line too

@@ -9,14 +9,18 @@ is cheap (no torch), so an entry point can fail fast on a bad value.
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
+import tempfile
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from article_gpt.config_keys import LOGGER_KINDS, check_added_keys
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
 
@@ -66,6 +70,25 @@ def one_of(*choices: Any) -> Rule:
 
 BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
 LIMIT: Rule = (lambda v: v is None or (_int(v) and (v > 0 or v == -1))), "a positive integer, -1 or null"
+TEXT: Rule = (lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty string"
+INTEGER: Rule = _int, "an integer"
+
+
+def optional(rule: Rule) -> Rule:
+    """The rule, or the key left out / null (keys a preset may not set: Lightning's default)."""
+    return (lambda v: v is None or rule[0](v)), rule[1] + " or null"
+
+
+def _fraction_or_count(v: Any) -> bool:  # Lightning's limit_*_batches: a share (float) or a count (int)
+    return (_int(v) and v >= 0) or (isinstance(v, float) and 0.0 <= v <= 1.0)
+
+
+def _devices(v: Any) -> bool:
+    if _int(v):
+        return v >= 1 or v == -1
+    if isinstance(v, str):
+        return v == "auto" or re.fullmatch(r"-1|\d+|(\d+,)+\d*", v.strip()) is not None
+    return OmegaConf.is_list(v) and len(v) > 0 and all(_int(i) and i >= 0 for i in v)
 
 TRAIN_RULES: dict[str, Rule] = {
     **{f"model.{k}": int_at_least(1) for k in ("vocab_size", "block_size", "embedding_dim", "num_layers",
@@ -90,7 +113,37 @@ TRAIN_RULES: dict[str, Rule] = {
     "trainer.precision": ((lambda v: str(v) in PRECISIONS), "a Lightning precision: 32-true, bf16-mixed, ..."),
     "trainer.max_epochs": LIMIT,
     "trainer.max_steps": LIMIT,
+    # types of the keys without a range of their own: a string for a number, a list for a scalar
+    "seed": INTEGER,
+    "tokenizer": TEXT,
+    "compile": BOOL,
+    "tf32": BOOL,
     "threads": ((lambda v: v == "auto" or (_int(v) and v >= 1)), "auto or a positive integer"),
+    "tags": ((lambda v: OmegaConf.is_list(v) and all(isinstance(t, str) for t in v)), "a list of strings: tags=[a,b]"),
+    "model.bias": BOOL,
+    "model.tie_weights": BOOL,
+    **{f"dataloader.{k}": BOOL for k in ("shuffle", "drop_last", "pin_memory")},
+    "data.val.path": optional(TEXT),
+    "optim.betas": ((lambda v: OmegaConf.is_list(v) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v)),
+                    "two numbers in [0, 1): optim.betas=[0.9,0.95]"),
+    "sample.prompt": ((lambda v: isinstance(v, str)), "a string"),
+    "sample.seed": INTEGER,
+    "trainer.accelerator": optional(one_of("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")),
+    "trainer.devices": optional((_devices, "a positive integer, -1, auto or a list of device indices")),
+    "trainer.gradient_clip_val": number_in(0, math.inf, optional=True),
+    "trainer.log_every_n_steps": optional(int_at_least(1)),
+    "trainer.check_val_every_n_epoch": optional(int_at_least(1)),
+    "trainer.val_check_interval": number_in(0, math.inf, lo_open=True, optional=True),
+    "trainer.num_sanity_val_steps": optional(int_at_least(-1)),
+    "trainer.accumulate_grad_batches": optional(int_at_least(1)),
+    **{f"trainer.limit_{k}_batches": optional((_fraction_or_count, "an integer >= 0 or a fraction in [0.0, 1.0]"))
+       for k in ("train", "val")},
+    **{f"trainer.{k}": optional(BOOL) for k in ("enable_model_summary", "enable_progress_bar")},
+    "trainer.deterministic": optional(((lambda v: isinstance(v, bool) or v == "warn"), "true, false or warn")),
+    "callbacks.early_stopping.patience": optional(int_at_least(0)),
+    "callbacks.model_checkpoint.save_top_k": optional(int_at_least(-1)),
+    "callbacks.progress_bar.refresh_rate": optional(int_at_least(0)),
+    "logger.wandb.init_timeout": number_in(0, math.inf, lo_open=True, optional=True),
     # compute budgets (training/budget.py): both set is allowed, the tighter one wins
     **{f"budget.{k}": ((lambda v: v is None or (_number(v) and v > 0)), "a positive number or null")
        for k in ("tokens", "flops")},
@@ -121,8 +174,9 @@ def check_rules(cfg: DictConfig, rules: dict[str, Rule]) -> None:
             raise ConfigError(f"{key}={value}: must be {what}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """The training config: every single-key rule, then the rules that relate keys."""
+def validate(cfg: DictConfig, hydra: DictConfig | None = None) -> None:
+    """The training config: every single-key rule, then the rules that relate keys. With ``hydra``
+    (the run's Hydra config), keys added with ``+`` must be read by something (config_keys)."""
     if OmegaConf.select(cfg, "model.pretrained"):  # fills the shape in from the checkpoint's config.json
         from article_gpt.model.pretrained import resolve_shape
 
@@ -140,10 +194,53 @@ def validate(cfg: DictConfig) -> None:
     mode = OmegaConf.select(cfg, "logger.wandb.mode")
     if mode is not None:
         check_rules(cfg, {"logger.wandb.mode": one_of(*WANDB_MODES)})
+    for kind in cfg.get("logger") or {}:
+        if kind not in LOGGER_KINDS:
+            raise ConfigError(f"logger.{kind}: unknown logger; known: {', '.join(LOGGER_KINDS)}")
+    if hydra is not None:
+        choices = set(OmegaConf.select(hydra, "runtime.choices") or {})
+        check_added_keys(cfg, list(OmegaConf.select(hydra, "overrides.task") or []), choices)
     _validate_accelerator(cfg)
     _validate_parallel(cfg)
     _validate_run_end(cfg)
     check_rules(cfg, {"optimized_metric": one_of(*OPTIMIZABLE_METRICS)})  # a typo would return NaN to sweepers
+
+
+def requested_devices(devices: Any) -> list[int] | int | None:
+    """``trainer.devices`` as a count (int) or explicit indices (list); None for auto / -1 (all)."""
+    if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
+        parts = [p for p in devices.split(",") if p.strip()]
+        return [int(p) for p in parts] if "," in devices else int(parts[0])
+    if OmegaConf.is_list(devices) or isinstance(devices, list):
+        return [int(i) for i in devices]
+    return devices if _int(devices) and devices > 0 else None
+
+
+def _validate_accelerator(cfg: DictConfig) -> None:
+    """Devices the machine does not have. torch loads only for GPUs: CPU runs check cores."""
+    precision = str(cfg.trainer.precision)
+    accel = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    wanted = requested_devices(devices)
+    if accel == "cpu" and isinstance(wanted, int):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if wanted > cores:  # each CPU device is a process of its own: more than cores only thrashes
+            raise ConfigError(f"trainer.devices={devices}: this machine gives this job {cores} CPU cores; "
+                              f"use at most trainer.devices={cores}")
+    if accel in ("gpu", "cuda"):
+        import torch  # only here: a CPU run's config is checked before torch loads
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"trainer.accelerator={accel}: no CUDA device on this machine; use trainer=cpu")
+        highest = max(wanted) + 1 if isinstance(wanted, list) else wanted or 0
+        if highest > count:
+            raise ConfigError(f"trainer.devices={devices}: this machine has {count} CUDA device(s); "
+                              f"use trainer.devices={count} or fewer")
+    if accel == "cpu" and precision.startswith("bf16"):
+        warnings.warn(
+            f"trainer.precision={precision} on CPU: without native bf16 (AVX-512 BF16/AMX) this is "
+            "10-100x slower than 32-true", stacklevel=2)
 
 
 def _validate_run_end(cfg: DictConfig) -> None:
@@ -156,19 +253,6 @@ def _validate_run_end(cfg: DictConfig) -> None:
     if (epochs == -1 or (epochs is None and max_time is not None)) and steps in (-1, None) and not budget:
         raise ConfigError(f"trainer.max_epochs={epochs} with trainer.max_steps={steps}: the run has no end "
                           "(the LR schedule needs one); set either to a positive integer, or budget.tokens")
-
-
-def _validate_accelerator(cfg: DictConfig) -> None:
-    import torch  # here, not at import: generate.py validates before torch loads
-
-    precision = str(cfg.trainer.precision)
-    accel = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
-    if accel in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.accelerator={accel}: no CUDA device on this machine; use trainer=cpu")
-    if accel == "cpu" and precision.startswith("bf16"):
-        warnings.warn(
-            f"trainer.precision={precision} on CPU: without native bf16 (AVX-512 BF16/AMX) this is "
-            "10-100x slower than 32-true", stacklevel=2)
 
 
 def _validate_parallel(cfg: DictConfig) -> None:
@@ -189,6 +273,26 @@ def _validate_parallel(cfg: DictConfig) -> None:
 
         if not torch.backends.mps.is_available():
             raise ConfigError("trainer.accelerator=mps: no Apple-silicon GPU (MPS) on this machine; use trainer=cpu")
+
+
+def check_writable(key: str, value: Any, folder: Path) -> None:
+    """``folder`` (created if missing) takes a file: a read-only or full disk is one line now,
+    before Hydra makes a run directory there, not a traceback later or a half-written run."""
+    probe = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(f"{key}={value}: cannot be written ({reason}); choose a writable folder") from None
+    finally:
+        if probe is not None:
+            os.unlink(probe)
 
 
 def validate_generate(cfg: DictConfig) -> None:

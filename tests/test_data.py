@@ -10,6 +10,7 @@ import torch
 from conftest import ROOT
 
 from article_gpt.data import corpus as data
+from article_gpt.data import token_cache
 from article_gpt.data.corpus import TextDataModule, TokenWindows, read_documents, resolve_files, tokenize_documents
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError
@@ -92,7 +93,7 @@ def test_token_cache_is_reused_and_keyed_by_content(corpus, tmp_path, monkeypatc
     cache = tmp_path / "cache"
     first = tokenize_documents(read_documents(str(corpus)), "gpt2", str(cache)).tolist()
     (cache_file,) = cache.iterdir()
-    assert np.fromfile(cache_file, dtype=np.uint16).tolist() == first
+    assert token_cache.read(cache_file).tolist() == first  # the ids, then a trailer that proves them whole
 
     with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="article_gpt.data.corpus"):
         m.setattr(data, "get_encoding", NoTokenizing)
@@ -105,7 +106,7 @@ def test_token_cache_is_reused_and_keyed_by_content(corpus, tmp_path, monkeypatc
     changed = tokenize_documents(read_documents(str(corpus)), "gpt2", str(cache)).tolist()
     assert changed != first
     assert len(list(cache.iterdir())) == 2  # a new file: a changed document never hits a stale cache
-    assert np.fromfile(cache_file, dtype=np.uint16).tolist() == first
+    assert token_cache.read(cache_file).tolist() == first
 
 
 # ---- windows -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from article_gpt.data import token_cache
 from article_gpt.data.resumable import EpochShuffle, ResumableOrder
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError
@@ -89,10 +90,11 @@ def tokenize_documents(docs: list[tuple[Path, str]], encoding: str, cache_dir: s
     key = hashlib.sha256(encoding.encode())
     for _, text in docs:
         key.update(b"\0doc\0" + text.encode("utf-8"))
-    cache = Path(cache_dir) / f"{key.hexdigest()[:32]}.u16" if cache_dir else None
-    if cache is not None and cache.exists():
+    cache = Path(cache_dir) / f"{key.hexdigest()[:32]}{token_cache.SUFFIX}" if cache_dir else None
+    cached = token_cache.read(cache) if cache is not None else None  # None: missing, truncated or damaged
+    if cached is not None:
         log.info("token cache hit: %s", cache)
-        return np.memmap(cache, dtype=np.uint16, mode="r")
+        return cached
     log.info("token cache miss: tokenizing %d document(s)%s", len(docs), f" into {cache}" if cache else "")
     ids: list[int] = []
     for i, (_, text) in enumerate(docs):
@@ -101,10 +103,7 @@ def tokenize_documents(docs: list[tuple[Path, str]], encoding: str, cache_dir: s
         ids.extend(enc.encode_ordinary(text))  # a literal "<|endoftext|>" in text stays text
     arr = np.asarray(ids, dtype=np.uint16)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        arr.tofile(tmp)
-        os.replace(tmp, cache)  # atomic: concurrent jobs never read a half-written cache
+        token_cache.write(cache, arr)  # atomic: concurrent jobs never read a half-written cache
     return arr
 
 

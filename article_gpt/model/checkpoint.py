@@ -17,6 +17,9 @@ from article_gpt.errors import CheckpointError, describe
 from article_gpt.model.gpt import GPT, GPTConfig
 
 RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")  # in order of preference within a run directory
+# What a checkpoint's layout is (GPTModule stamps it on save): a reader refuses a newer one in one
+# line instead of failing somewhere inside. Files without the stamp predate it: format 1.
+FORMAT_KEY, FORMAT = "article_gpt_format", 1
 PREFIX = "model."  # GPTModule keeps the GPT as ``self.model``
 
 
@@ -81,6 +84,10 @@ def read_checkpoint(path: Path) -> tuple[GPTConfig, str, dict[str, torch.Tensor]
             raise CheckpointError(f"{path}: holds pickled Python objects that weights_only=True refuses to "
                                   "load; not an Article GPT checkpoint") from None
         raise CheckpointError(f"{path}: corrupted or not a torch checkpoint ({describe(err, 160)})") from None
+    written = ckpt.get(FORMAT_KEY, 1) if isinstance(ckpt, dict) else 1
+    if not isinstance(written, int) or written > FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {written} is newer than this Article GPT reads "
+                              f"(format {FORMAT} and older); upgrade article-gpt to load it")
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict) or not isinstance(state, dict):

@@ -22,12 +22,42 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from article_gpt.sweeps import records, summary
-from article_gpt.training.artifacts import finished_run_refusal
+# Hydra imports this module before every run: what it needs comes in inside each method, so a
+# config error is reported before torch and Lightning load (ValidateConfig).
+
+
+class ValidateConfig(Callback):
+    """A single run's config and corpus are checked before Hydra creates its run directory: a
+    bad value is one line in well under a second (before torch loads), a bad data file one line
+    in seconds, and neither leaves anything behind. (Sweep jobs are checked in ``train``, inside
+    their own directories, so the sweep records which job failed and why.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import copy
+
+        from article_gpt.config import check_writable, validate
+        from article_gpt.errors import exit_on_user_error
+
+        task = copy.deepcopy(config)  # validation may fill in keys; the run composes its own
+        with exit_on_user_error():
+            validate(task, hydra=task.hydra)
+            run_dir = Path(str(config.hydra.run.dir))
+            log_dir = Path(str(config.paths.log_dir)) if "paths" in config else None
+            if log_dir is not None and log_dir in run_dir.parents:
+                check_writable("paths.log_dir", config.paths.log_dir, run_dir.parent)
+            else:
+                check_writable("hydra.run.dir", run_dir, run_dir.parent)
+            # The corpus too (torch loads here, as the run needs it next): a missing, empty or
+            # too short file is one line, not a failed run. Tokens land in the cache the run reads.
+            from hydra.utils import instantiate
+
+            instantiate(task.data, _convert_="all").token_counts()
 
 
 class ProtectFinishedRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from article_gpt.training.artifacts import finished_run_refusal
+
         if config.get("resume"):  # resume= names a finished run on purpose (training/resume.py decides)
             return
         refusal = finished_run_refusal(Path(str(config.hydra.run.dir)))
@@ -43,6 +73,8 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # the same config object the launcher resolved, so ${now:} and ${uid:} give the same dir
+        from article_gpt.sweeps import records, summary
+
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             runs = records.load_runs([sweep_dir])

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 
 from article_gpt.data.tokenizer import encode, get_encoding
+from article_gpt.model.checkpoint import FORMAT, FORMAT_KEY
 from article_gpt.model.decoding import generate
 from article_gpt.model.gpt import GPT, GPTConfig
 
@@ -75,6 +76,9 @@ class GPTModule(L.LightningModule):
         # plain ``model.*`` keys and load with or without compile.
         if self.compile and "_step_model" not in self.__dict__:
             object.__setattr__(self, "_step_model", torch.compile(self.model))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[FORMAT_KEY] = FORMAT  # generate.py refuses checkpoints newer than it reads
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.__dict__.get("_step_model", self.model)(idx, targets)

@@ -15,6 +15,7 @@ import warnings
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,7 +52,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     # DDP: only rank 0 writes the run's files and W&B run (training/distributed.py)
     rank_zero, rank_env, cores = distributed.is_rank_zero(), distributed.rank_environment(), None
     try:
-        validate(cfg)
+        validate(cfg, hydra=HydraConfig.get() if HydraConfig.initialized() else None)  # + keys too
         cores = threads.claim(cfg)  # this job's share of the cores -> torch threads
         if cfg.tf32 and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
