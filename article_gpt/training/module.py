@@ -86,8 +86,11 @@ class GPTModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         _, loss = self(x, y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.size(0))
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        # Only on the steps the loggers write (Lightning's own rule): the progress bar reads a
+        # logged loss with .item(), a device sync, and every self.log call costs host time.
+        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.size(0))
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -126,7 +129,9 @@ class GPTModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        fused = self.device.type == "cuda"
+        # One fused kernel per parameter instead of a dozen passes over memory: on a 2-core CPU
+        # the for-loop AdamW took 175 ms of a step at the default model, the fused one 24 ms.
+        fused = self.device.type in ("cpu", "cuda")
         opt = torch.optim.AdamW(
             self.model.param_groups(o.weight_decay), lr=o.lr, betas=tuple(o.betas), fused=fused or None
         )
