@@ -140,6 +140,7 @@ def test_stopped_and_killed_search_continues_without_repeating_trials(module_cli
 @pytest.mark.parametrize("args, line", [
     (["model.hedas=choice(2,4)"], "error: model.hedas=choice(2,4): no such config key"),
     (["hydra.sweeper.sampler.name=grid"], "error: hydra.sweeper.sampler.name=grid: optim.lr is an interval"),
+    (["model=choice(tiny,huge)"], "error: model=choice(tiny,huge): model=huge is not a config of group model"),
 ])
 def test_bad_search_space_is_one_line(run_cli, outputs, args, line):
     proc = run_cli("train.py", "-m", "hparams_search=optuna", *SHAPE, *args, check=False)

@@ -131,8 +131,14 @@ def _check_key(override, where: str, config: DictConfig, config_loader) -> None:
     if override.is_add() or override.is_force_add() or override.is_hydra_override():
         return
     key = override.key_or_group
-    if config_loader is not None and config_loader.get_group_options(key):
-        return  # a config group (model=tiny,small)
+    options = config_loader.get_group_options(key) if config_loader is not None else []
+    if options:  # a config group (model=tiny,small): every choice must be one of its configs
+        if override.is_sweep_override() and not override.is_interval_sweep():
+            unknown = [str(v) for v in override.sweep_iterator() if str(v) not in options]
+            if unknown:
+                raise ConfigError(f"{where}: {key}={unknown[0]} is not a config of group {key} "
+                                  f"(one of {', '.join(options)})")
+        return
     task = {k: v for k, v in config.items() if k != "hydra"}
     value = OmegaConf.select(OmegaConf.create(task), key, default=_MISSING, throw_on_resolution_failure=False)
     if value is _MISSING:
