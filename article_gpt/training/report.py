@@ -6,6 +6,7 @@ Nothing here may raise: it runs in the run's closing path, after training succee
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,17 @@ def perplexity(loss: float | None) -> float | None:
     if loss is None or not math.isfinite(loss) or loss > MAX_EXP:
         return None
     return math.exp(loss)
+
+
+def process_started_at() -> float | None:
+    """Wall-clock time this process started (Linux: /proc), else None. Python's own start-up and
+    every import count, as they do for a user waiting on the first step."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start) -> dict:
@@ -58,6 +70,9 @@ def _collect(status, error, ctx, recorder, module, trainer, derived, loggers, t_
         "epochs": trainer.current_epoch if trainer else 0,
         "elapsed_s": round(time.time() - t_start, 3),
         "first_step_s": round(recorder.first_step_wall - t_start, 3) if recorder.first_step_wall else None,
+        # from the process's own start (imports, config, data, model, sanity check): issue 10's T3
+        "start_to_first_step_s": (round(recorder.first_step_wall - started, 3)
+                                  if recorder.first_step_wall and (started := process_started_at()) else None),
         "best_ckpt": getattr(ckpt, "best_model_path", None) or None,
         "run_dir": str(ctx.run_dir),
         "group": ctx.group,
