@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_dirs
+from conftest import ROOT, TINY, run_dirs
 
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import CheckpointError
@@ -370,8 +370,65 @@ def test_cli_bad_input_is_one_line_error(run_cli, tmp_path, gpt2_vocab_model, ar
     if isinstance(args, str):
         args = [f"ckpt={bad_checkpoint(args, tmp_path / f'{args}.ckpt', gpt2_vocab_model)}"]
     proc = run_cli("generate.py", *args, check=False)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr  # README: bad input ends with one error line and exit code 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert message in lines[0]
     assert proc.stdout == ""
+
+
+# ---- README's generate.py options, in process (real Hydra composition of conf/generate.yaml) -----------
+def compose_generate(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("generate", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def ckpt_file(tmp_path_factory, gpt2_vocab_model) -> Path:
+    return save_ckpt(tmp_path_factory.mktemp("gen") / "m.ckpt", gpt2_vocab_model)
+
+
+def generate_cli(capsys, ckpt: Path, *overrides: str) -> str:
+    """What `python generate.py ckpt=<ckpt> <overrides>` prints on stdout."""
+    from article_gpt.generation import run
+
+    capsys.readouterr()
+    run(compose_generate(f"ckpt={ckpt}", "device=cpu", *overrides))
+    return capsys.readouterr().out
+
+
+def continuation(model: GPT, prompt: str, n: int, **kw) -> str:
+    enc = get_encoding("gpt2")
+    ids = enc.encode(prompt) or [enc.eot_token]
+    return prompt + enc.decode(generate(model, torch.tensor([ids]), n, **kw)[0])
+
+
+def test_list_prompts_are_decoded_in_order(capsys, ckpt_file, gpt2_vocab_model):
+    out = generate_cli(capsys, ckpt_file, "prompt=[Deep learning,Backpropagation is]", "temperature=0",
+                       "max_new_tokens=6", "stop_at_eot=false")
+    expected = [continuation(gpt2_vocab_model, p, 6, temperature=0) for p in ("Deep learning", "Backpropagation is")]
+    assert out == f"=== prompt 1/2 ===\n{expected[0]}\n\n=== prompt 2/2 ===\n{expected[1]}\n"
+
+
+def test_seed_null_draws_afresh_and_a_seed_repeats(capsys, ckpt_file):
+    args = ("temperature=1.0", "top_k=null", "top_p=null", "max_new_tokens=16", "stop_at_eot=false")
+    fresh = [generate_cli(capsys, ckpt_file, "seed=null", *args) for _ in range(2)]
+    seeded = [generate_cli(capsys, ckpt_file, "seed=5", *args) for _ in range(2)]
+    assert fresh[0] != fresh[1] and seeded[0] == seeded[1]
+
+
+def test_top_p_null_samples_the_whole_distribution(capsys, ckpt_file, gpt2_vocab_model):
+    args = ("temperature=1.0", "top_k=null", "max_new_tokens=16", "stop_at_eot=false", "seed=0")
+    unfiltered = generate_cli(capsys, ckpt_file, "top_p=null", *args)
+    reference = continuation(gpt2_vocab_model, "Backpropagation is", 16, temperature=1.0,
+                             generator=torch.Generator().manual_seed(0))
+    assert unfiltered == reference + "\n"
+    assert generate_cli(capsys, ckpt_file, "top_p=0.5", *args) != unfiltered  # the option does act
+
+
+def test_empty_prompt_starts_a_fresh_document(capsys, ckpt_file, gpt2_vocab_model):
+    out = generate_cli(capsys, ckpt_file, "prompt=''", "temperature=0", "max_new_tokens=8", "stop_at_eot=false")
+    assert out == continuation(gpt2_vocab_model, "", 8, temperature=0) + "\n"  # from <|endoftext|>
+    assert out.strip()
