@@ -28,7 +28,10 @@ SHAPE = {"embedding_dim": 32, "num_layers": 1, "heads": 2, "head_size": 16, "blo
 RUN = [*TINY, "model.num_layers=1", "data.train.max_samples=40", "optim.warmup_steps=2"]
 EPOCH = [256, 256, 128]  # tokens of each step of one epoch of RUN's data
 TOKENS = 1500  # 2 epochs (1,280 tokens) and one step: 7 steps; ceil(1500 / 256) = 6 would stop short
-FLOPS_TOKENS = 1000  # the FLOPs budget in tokens: 1 epoch (640) + 2 steps = 5 steps, 1,152 tokens
+# The FLOPs budget in tokens, for a run on 2 DDP ranks: each rank reads 20 windows an epoch (16 + 4),
+# so an epoch is 2 steps of 512 and 128 tokens over both ranks: 1 epoch and 1 step = 3 steps, 1,152 tokens.
+FLOPS_TOKENS = 1000
+DDP = [*(o for o in RUN if o != "trainer=debug"), "trainer=ddp", "trainer.devices=2", "+trainer.limit_val_batches=2"]
 
 
 def flops_per_token() -> int:
@@ -77,12 +80,12 @@ def test_a_bad_budget_is_one_line_on_the_command_line(run_cli, outputs):
 
 @pytest.fixture(scope="module")
 def budget_runs(module_cli):
-    """A token-budget run (W&B offline) and a FLOPs-budget run whose token budget is looser."""
+    """A token-budget run (W&B offline), and a FLOPs-budget run on 2 DDP ranks whose token budget is looser."""
     run, env, outputs = module_cli
     run("train.py", *RUN, f"budget.tokens={TOKENS}")
     first = run_dirs(outputs)
     flops = FLOPS_TOKENS * flops_per_token()
-    run("train.py", *RUN, "logger=none", "callbacks=none", f"budget.flops={flops}", "budget.tokens=1e9")
+    run("train.py", *DDP, "logger=none", "callbacks=none", f"budget.flops={flops}", "budget.tokens=1e9")
     (second,) = set(run_dirs(outputs)) - set(first)
     return first[0], second, env
 
@@ -120,15 +123,15 @@ def test_a_token_budget_stops_within_one_step_and_the_schedule_spans_it(budget_r
 
 
 @pytest.mark.slow
-def test_a_flops_budget_stops_within_one_step_and_the_tighter_budget_wins(budget_runs):
+def test_a_flops_budget_on_two_ranks_stops_within_one_step_and_the_tighter_budget_wins(budget_runs):
     _, run_dir, _ = budget_runs
     m = read_metrics(run_dir)
     fpt = m["flops_per_token"]
     assert m["status"] == "completed" and fpt == flops_per_token()
     budget = FLOPS_TOKENS * fpt
-    assert budget <= m["train_flops"] < budget + max(EPOCH) * fpt
-    assert m["train_flops"] == m["tokens_seen"] * fpt == 1152 * fpt
-    assert m["steps"] == m["budget_steps"] == 5  # budget.tokens=1e9 was the looser one
+    assert budget <= m["train_flops"] < budget + 512 * fpt  # reached, by at most one step
+    assert m["train_flops"] == m["tokens_seen"] * fpt == 1152 * fpt  # both ranks' tokens
+    assert m["steps"] == m["budget_steps"] == 3  # budget.tokens=1e9 was the looser one
 
 
 @pytest.mark.slow
