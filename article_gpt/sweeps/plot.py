@@ -133,7 +133,7 @@ def compute_differs(runs: list[Run]) -> bool:
 
 def _plot_flops(ax, runs: list[Run]) -> None:
     """Best val loss against training FLOPs (tokens seen x the model's FLOPs per token), one point a run."""
-    points = [(r.metrics["train_flops"], r.val_loss, r.short_name) for r in runs
+    points = [(r.metrics["train_flops"], r.val_loss, r.label) for r in runs  # label: the job, as in the table
               if r.val_loss is not None and r.metrics.get("train_flops")]
     xs = [x for x, _, _ in points]
     ax.plot(xs, [y for _, y, _ in points], "o", ms=4, color="tab:purple")
