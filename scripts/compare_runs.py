@@ -6,13 +6,16 @@
 
 Each PATH is a run directory (holding metrics.json) or a folder of them (a sweep, outputs/runs).
 Without --out, a single folder of runs gets the report in itself, like the end of a sweep does;
-anything else goes to outputs/comparisons/<time>/ next to the runs, so nothing lands in the
-current directory by surprise.
+anything else goes next to the runs, into comparisons/<time>-<uid>/ in the folder that holds them
+all (outputs/runs/comparisons/... for two runs), so nothing lands in the current directory by
+surprise and two comparisons, even in the same second, never share a folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,13 +23,21 @@ from pathlib import Path
 from article_gpt.errors import exit_on_user_error
 from article_gpt.sweeps import records, summary
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def default_out(paths: list[Path]) -> Path:
+    """A lone folder of runs itself; else a new comparisons/<time>-<uid> in the runs' common folder."""
     if len(paths) == 1 and not records.is_run_dir(paths[0]):
         return paths[0]
-    return ROOT / "outputs" / "comparisons" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    common = Path(os.path.commonpath([p.resolve() for p in paths]))
+    if records.is_run_dir(common):  # one run, or runs inside runs: beside it, never inside a run
+        common = common.parent
+    while True:
+        out = common / "comparisons" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}-{secrets.token_hex(3)}"
+        try:
+            out.mkdir(parents=True)  # exist_ok=False: a folder no other comparison has
+            return out
+        except FileExistsError:
+            continue
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -261,3 +261,53 @@ def test_sweep_returns_the_optimized_metric(tmp_path: Path) -> None:
     assert value == pytest.approx(metrics["train_loss"])
     value, metrics = run(tmp_path / "1", "model.heads=0")
     assert math.isnan(value) and metrics["status"] == "failed"
+
+
+# ---------------------------------------------------------------- scripts/compare_runs.py (README)
+
+
+def compare_runs_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "scripts" / "compare_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_compare_runs_rewrites_a_sweeps_report_in_place(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "sweeps" / "2030-01-01_00-00-00-abcdef"
+    fake_run(sweep / "0", ["model.heads=2"], val_loss=5.0)
+    fake_run(sweep / "1", ["model.heads=4"], val_loss=6.0)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    main = compare_runs_main()
+    assert main([str(sweep)]) == 0
+    assert [r["heads"] for r in read_csv(sweep / "summary.csv")] == ["2", "4"]
+    metrics = json.loads((sweep / "1" / "metrics.json").read_text())
+    (sweep / "1" / "metrics.json").write_text(json.dumps({**metrics, "val_loss": 4.0}))  # job 1 now best
+    assert main([str(sweep)]) == 0
+    assert [(r["heads"], r["val_loss"]) for r in read_csv(sweep / "summary.csv")] == [("4", "4.0"), ("2", "5.0")]
+    assert "# Sweep 2030-01-01_00-00-00-abcdef" in (sweep / "summary.md").read_text()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.parent == tmp_path) == ["sweeps"]  # nothing beside it
+    assert f"report: {sweep / 'summary.md'}" in capsys.readouterr().out
+
+
+def test_compare_runs_default_output_is_next_to_the_runs_and_never_collides(tmp_path: Path, monkeypatch) -> None:
+    runs = tmp_path / "outputs" / "runs"
+    a = fake_run(runs / "2030-01-01_00-00-00-000001-aaaaaa", ["model.heads=2"])
+    b = fake_run(runs / "2030-01-01_00-00-00-000002-bbbbbb", ["model.heads=4"], val_loss=4.0)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the current directory gets nothing
+    main = compare_runs_main()
+    for _ in range(2):  # the same second: two folders all the same
+        assert main([str(a), str(b)]) == 0
+    reports = sorted((runs / "comparisons").iterdir())
+    assert len(reports) == 2 and all(SWEEP_ID.fullmatch(r.name) for r in reports)  # time + uid
+    for report in reports:
+        assert [r["heads"] for r in read_csv(report / "summary.csv")] == ["4", "2"]
+        assert (report / "comparison.png").stat().st_size > 0
+    assert not list(elsewhere.iterdir()) and not (ROOT / "outputs" / "comparisons" / reports[0].name).exists()
+    assert records.load_runs([runs])[0].run_dir == b  # a comparison is never taken for a run
+    main([str(a)])  # a single run: beside it, not inside it
+    assert len(list((runs / "comparisons").iterdir())) == 3 and not (a / "comparisons").exists()
