@@ -154,6 +154,7 @@ def leftover_runs(outputs: Path) -> list[Path]:
     (["model.heads=0"], r"model\.heads=0: must be a positive integer$"),
     (["hydra/launcher=nope"], r"hydra/launcher=nope: no such option"),
     (["+resume_from=outputs/runs/x"], r"\+resume_from=outputs/runs/x: not read by anything"),
+    (["-m", "model.heads=0", "seed=1,2"], r"model\.heads=0: must be a positive integer$"),  # before any job
 ])
 def test_train_config_error_leaves_nothing_and_loads_no_torch(clean_env, outputs, args, pattern):
     proc = run("train.py", *args, f"paths.log_dir={outputs}", env=clean_env, python=("-X", "importtime"))
@@ -162,6 +163,7 @@ def test_train_config_error_leaves_nothing_and_loads_no_torch(clean_env, outputs
     proc.stderr = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
     assert_refused(proc, pattern)
     assert not outputs.exists() or not leftover_runs(outputs)  # no run dir, not even an empty one
+    assert not (outputs / "sweeps").exists()
 
 
 def test_hydra_full_error_shows_the_whole_report(clean_env, outputs):

@@ -20,19 +20,35 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 # Hydra imports this module before every run: what it needs comes in inside each method, so a
 # config error is reported before torch and Lightning load (ValidateConfig).
 
 
 class ValidateConfig(Callback):
-    """A single run's config and corpus are checked before Hydra creates its run directory: a
-    bad value is one line in well under a second (before torch loads), a bad data file one line
-    in seconds, and neither leaves anything behind. (Sweep jobs are checked in ``train``, inside
-    their own directories, so the sweep records which job failed and why.)"""
+    """A run's config is checked before Hydra creates its directory: a bad value is one line in
+    well under a second (torch is not loaded yet) and leaves nothing behind. A single run's corpus
+    is checked there too (one line in seconds). A sweep checks its shared config before its first
+    job (swept keys keep their valid defaults here); each job checks its own values and corpus in
+    ``train``, inside its folder, so the sweep records which job failed and why."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        task = self._check(config, Path(str(config.hydra.run.dir)).parent, "hydra.run.dir")
+        # The corpus too (torch loads here, as the run needs it next): a missing, empty or
+        # too short file is one line, not a failed run. Tokens land in the cache the run reads.
+        from hydra.utils import instantiate
+
+        from article_gpt.errors import exit_on_user_error
+
+        with exit_on_user_error():
+            instantiate(task.data, _convert_="all").token_counts()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, Path(str(config.hydra.sweep.dir)).parent, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, parent: Path, dir_key: str) -> DictConfig:
         import copy
 
         from article_gpt.config import check_writable, validate
@@ -41,17 +57,12 @@ class ValidateConfig(Callback):
         task = copy.deepcopy(config)  # validation may fill in keys; the run composes its own
         with exit_on_user_error():
             validate(task, hydra=task.hydra)
-            run_dir = Path(str(config.hydra.run.dir))
             log_dir = Path(str(config.paths.log_dir)) if "paths" in config else None
-            if log_dir is not None and log_dir in run_dir.parents:
-                check_writable("paths.log_dir", config.paths.log_dir, run_dir.parent)
+            if log_dir is not None and (parent == log_dir or log_dir in parent.parents):
+                check_writable("paths.log_dir", config.paths.log_dir, parent)
             else:
-                check_writable("hydra.run.dir", run_dir, run_dir.parent)
-            # The corpus too (torch loads here, as the run needs it next): a missing, empty or
-            # too short file is one line, not a failed run. Tokens land in the cache the run reads.
-            from hydra.utils import instantiate
-
-            instantiate(task.data, _convert_="all").token_counts()
+                check_writable(dir_key, OmegaConf.select(config, dir_key), parent)
+        return task
 
 
 class ProtectFinishedRun(Callback):
