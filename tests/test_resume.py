@@ -118,3 +118,46 @@ def test_resume_of_a_folder_that_is_not_a_run(run_cli, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: resume={tmp_path}: not a run directory (no .hydra/overrides.yaml); pass a folder under "
         "outputs/runs/ or outputs/sweeps/<id>/, or resume=latest"]
+
+
+def fake_run(run_dir: Path, status: str | None, ckpt_model: dict | None = None) -> Path:
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- model.heads=2\n")
+    if status is not None:
+        (run_dir / "metrics.json").write_text(json.dumps({"status": status, "error": "boom", "wandb_run_id": "abc123",
+                                                           "overrides": ["model.heads=2"], "val_loss": 5.0}))
+    if ckpt_model is not None:
+        (run_dir / "checkpoints").mkdir()
+        torch.save({"hyper_parameters": {"model": ckpt_model}, "state_dict": {}}, run_dir / "checkpoints" / "last.ckpt")
+    return run_dir
+
+
+def test_one_rule_for_a_directory_that_holds_a_run(tmp_path):
+    from article_gpt.training import resume
+
+    assert resume.plan(tmp_path / "new").action == "fresh"
+    done = resume.begin(fake_run(tmp_path / "done", "completed"), None, True, ["model.heads=2"], "val_loss")
+    assert done == 5.0  # a completed sweep job: skipped, its recorded metric returned
+    stopped = resume.plan(fake_run(tmp_path / "stopped", "interrupted", {"heads": 2}))
+    assert stopped.action == "resume" and stopped.wandb_id == "abc123" and stopped.checkpoint.name == "last.ckpt"
+    killed = resume.plan(fake_run(tmp_path / "killed", None, {"heads": 2}))  # killed hard: no metrics.json
+    assert killed.action == "resume" and killed.checkpoint is not None
+    failed = fake_run(tmp_path / "failed", "failed", {"heads": 2})
+    again = resume.begin(failed, None, True, ["model.heads=2"], "val_loss")
+    assert again.action == "rerun" and again.record(None)["attempts"] == 2
+    assert sorted(p.name for p in (failed / "attempt-1").iterdir()) == ["checkpoints", "metrics.json"]
+    other = resume.begin(fake_run(tmp_path / "other", "interrupted"), None, True, ["model.heads=4"], "val_loss")
+    assert other != other  # NaN: a job of other overrides is never mixed into this directory
+
+
+def test_a_checkpoint_of_another_model_is_not_resumed(tmp_path):
+    from article_gpt.errors import ConfigError
+    from article_gpt.training import resume
+
+    run_dir = fake_run(tmp_path / "job", None, {"heads": 2, "head_size": 16})
+    start = resume.plan(run_dir)
+    assert resume.check_checkpoint(start, {"heads": 2, "head_size": 16}, run_dir, True) is start
+    with pytest.raises(ConfigError, match=r"holds another model \(model.heads=2 there, 4 here\)"):
+        resume.check_checkpoint(start, {"heads": 4, "head_size": 16}, run_dir, False)
+    fresh = resume.check_checkpoint(start, {"heads": 4, "head_size": 16}, run_dir, True)
+    assert fresh.action == "fresh" and (run_dir / "attempt-1" / "checkpoints" / "last.ckpt").is_file()

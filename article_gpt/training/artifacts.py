@@ -35,8 +35,7 @@ def finished_run_refusal(run_dir: Path) -> ConfigError | None:
         status = None
     if status in ("interrupted", "failed"):
         return None
-    return ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it "
-                       f"(python train.py resume={run_dir} trainer.max_steps=... trains it further)")
+    return ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
 
 
 class RunRecorder(L.Callback):

@@ -198,6 +198,34 @@ def plan(run_dir: Path) -> Start:
     return Start("fresh")
 
 
+def check_checkpoint(start: Start, model: dict, run_dir: Path, multirun: bool) -> Start:
+    """The checkpoint to resume from must hold this job's model: a job killed before it wrote
+    metrics.json (so before its overrides were recorded) may have been another job's. A sweep
+    job then starts afresh (the old files kept in attempt-<n>/); a single run refuses."""
+    if start.checkpoint is None:
+        return start
+    import torch
+
+    try:  # mmap: only the small hyper_parameters are read now, the weights when Lightning loads
+        saved = torch.load(start.checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        saved = (saved.get("hyper_parameters") or {}).get("model")
+    except Exception:
+        return start  # unreadable: Lightning's load reports it in one line
+    if saved is None or saved == model:
+        return start
+    differ = sorted(k for k in set(saved) | set(model) if saved.get(k) != model.get(k))
+    what = ", ".join(f"model.{k}={saved.get(k)} there, {model.get(k)} here" for k in differ[:3])
+    if not multirun:
+        raise ConfigError(f"{start.checkpoint}: holds another model ({what}); resume it with its own config")
+    from article_gpt.training.distributed import is_rank_zero
+
+    if is_rank_zero():
+        dest = archive_attempt(run_dir)
+        print(f"{run_dir}: its checkpoint holds another model ({what}); starting afresh, old files in {dest.name}/",
+              flush=True)
+    return Start("fresh")
+
+
 def archive_attempt(run_dir: Path) -> Path:
     """Move a failed attempt's files into ``attempt-<n>/`` (n = 1, 2, ...)."""
     n = 1 + len(list(run_dir.glob("attempt-*")))
@@ -230,8 +258,7 @@ def begin(run_dir: Path, resume: str | None, multirun: bool, overrides: list[str
         if resume:  # resume= with a raised budget: the finished run trains on from its last checkpoint
             return Start("resume", start.checkpoint, start.previous, start.wandb_id)
         if not multirun:
-            raise ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it "
-                              f"(python train.py resume={run_dir} trainer.max_steps=... trains it further)")
+            raise ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
         value = start.previous.get(optimized_metric or "val_loss")
         print(f"{run_dir}: already {start.previous.get('status')}; skipped (files untouched)", flush=True)
         return float(value) if isinstance(value, (int, float)) else math.nan

@@ -155,14 +155,14 @@ class GracefulStop(L.Callback):
         return local
 
     def _save(self, trainer) -> None:
-        trainer.save_checkpoint(self.checkpoint_path)  # every rank calls it; rank 0 writes
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # every rank calls it; rank 0 writes
         self._stop_next = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if 0 < trainer.max_steps <= trainer.global_step and not self._validation_due(trainer):
             # max_steps ends the fit mid-epoch, after the last validation's last.ckpt: keep the
             # last step too, so resume= with a larger budget continues from where this stopped
-            trainer.save_checkpoint(self.checkpoint_path)
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # the full training state
             return
         if self._stop_next or self._stop_after_validation or not self._agreed(trainer):
             return
