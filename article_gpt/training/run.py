@@ -61,6 +61,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         module = build_module(resolved)
         start = resume.check_checkpoint(start, dict(module.hparams["model"]), run_dir, ctx.multirun)
+        start = resume.check_checkpoint(start, dict(module.hparams["model"]), run_dir, ctx.multirun)
         derived = {**module.model.num_params(), "flops_per_token": module.model.flops_per_token(),
                    **datamodule.token_counts()}
         logger_cfg = resolved.get("logger") if rank_zero else None  # other ranks: no W&B run
@@ -88,7 +89,6 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         metrics = {"status": status, "error": error, "val_loss": None}  # replaced at once: collect never raises
         try:
             metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
-        metrics.update(start.record(resumed_from_step(trainer)))
             metrics.update(start.record(resumed_from_step(trainer)))
             metrics.update(pruning.record() if pruning else {})
             metrics.update(cores.record() if cores else {})
