@@ -61,7 +61,6 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         module = build_module(resolved)
         start = resume.check_checkpoint(start, dict(module.hparams["model"]), run_dir, ctx.multirun)
-        start = resume.check_checkpoint(start, dict(module.hparams["model"]), run_dir, ctx.multirun)
         derived = {**module.model.num_params(), "flops_per_token": module.model.flops_per_token(),
                    **datamodule.token_counts()}
         logger_cfg = resolved.get("logger") if rank_zero else None  # other ranks: no W&B run
