@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from article_gpt.config import validate
 from article_gpt.errors import ArticleGPTError, RunFailedError, describe
 from article_gpt.sweeps.pruning import pruning_callback
-from article_gpt.training import artifacts, distributed, resume, threads, tracking
+from article_gpt.training import artifacts, distributed, mfu, resume, threads, tracking
 from article_gpt.training.budget import ComputeBudget
 from article_gpt.training.build import build_module, build_trainer, resumed_from_step
 from article_gpt.training.context import RunContext, run_context
@@ -91,12 +91,13 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
             metrics.update(start.record(resumed_from_step(trainer)))
             metrics.update(pruning.record() if pruning else {})
             metrics.update(cores.record() if cores else {})
+            metrics.update(mfu.run_record(trainer, metrics, cfg.trainer.get("precision", "32-true"), cfg.get("tf32")))
             if rank_zero:
                 write_run_files(run_dir, metrics, recorder, module)
             tracking.log_samples_table(loggers, module.samples if module else [])
         finally:  # whatever failed above, the W&B run is closed, with the run's real status
             final = {"status": status, "best_val_loss": metrics["val_loss"],
-                     **{k: metrics.get(k) for k in ("tokens_seen", "train_flops")}}
+                     **{k: metrics.get(k) for k in ("tokens_seen", "train_flops", "tokens_per_sec", "mfu")}}
             tracking.finish_loggers(loggers, final,
                                     failed=status not in ("completed", "pruned"))
         if rank_zero:
