@@ -94,3 +94,22 @@ def test_run_records_mfu_peak_and_memory(run_cli, outputs, clean_env, tmp_path):
     assert cached[mfu.cpu_key(m["threads"])]["flops"] == m["peak_flops"]
     summary = wandb_inspect(run_dir, clean_env, summary=True)["summary"]
     assert math.isclose(summary["mfu"], m["mfu"]) and math.isclose(summary["tokens_per_sec"], m["tokens_per_sec"])
+
+
+def test_sweep_summary_shows_mfu(tmp_path):
+    """The summary's tokens/s and MFU columns (markdown and CSV), from the runs' metrics.json."""
+    import csv
+
+    from article_gpt.sweeps.records import Run
+    from article_gpt.sweeps.summary import markdown_table, write_csv
+
+    runs = [Run(tmp_path / str(i), {"status": "completed", "val_loss": 5.0 + i, "tokens_per_sec": 1000.0 * (i + 1),
+                                    "mfu": mfu_value, "peak_flops": 1e11}, {}, label=str(i))
+            for i, mfu_value in enumerate([0.1234, None])]
+    table = markdown_table(runs).splitlines()
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    assert [row[head.index("MFU")] for row in rows] == ["12.3%", "-"]
+    write_csv(tmp_path / "summary.csv", runs)
+    with (tmp_path / "summary.csv").open() as f:
+        assert [r["mfu"] for r in csv.DictReader(f)] == ["0.1234", ""]

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 SAMPLER_OPTIONS = {"tpe": ("seed", "n_startup_trials"), "random": ("seed",), "grid": ("seed",),
                    "cmaes": ("seed", "n_startup_trials")}  # the options each sampler takes
-MAXIMIZED = {"tokens_per_sec", "model_flops_per_sec"}  # every other metric (losses) is minimized
+MAXIMIZED = {"tokens_per_sec", "model_flops_per_sec", "mfu"}  # every other metric (losses) is minimized
 PRUNABLE = {"val_loss", "val_ppl"}  # the pruning callback reports val/loss: these agree with it
 BEST_FILE = "best_trial.yaml"
 

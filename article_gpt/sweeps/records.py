@@ -26,7 +26,8 @@ IGNORED_KEYS = {"tags", "trial"}  # trial: the Optuna sweeper's bookkeeping (stu
 # Columns after the swept keys in summary.csv (metrics.json keys, in this order).
 CSV_METRICS = ["status", "val_loss", "val_ppl", "train_loss", "params_total", "params_non_embedding",
                "flops_per_token", "tokens_per_sec", "elapsed_s", "first_step_s", "steps", "epochs",
-               "tokens_seen", "train_flops"]  # what each run trained on: compare at equal compute
+               "tokens_seen", "train_flops",  # what each run trained on: compare at equal compute
+               "mfu", "peak_flops", "peak_host_memory_mb", "peak_device_memory_mb"]  # how well it used the device
 
 
 # Statuses that are not failures: a pruned trial stopped early on purpose (Optuna pruning).

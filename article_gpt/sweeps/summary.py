@@ -38,7 +38,7 @@ def markdown_table(runs: list[Run]) -> str:
     swept = list(runs[0].swept) if runs else []
     with_error = any(r.status not in OK_STATUSES for r in runs)
     head = ["job", *swept, "params", "non-emb params", "best val loss", "val ppl", "tokens seen", "train FLOPs",
-            "tokens/s", "wall time",
+            "tokens/s", "MFU", "wall time",
             "status", *(["error"] if with_error else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in runs:
@@ -46,7 +46,8 @@ def markdown_table(runs: list[Run]) -> str:
         cells = [r.label, *r.swept.values(), _fmt_count(m.get("params_total")),
                  _fmt_count(m.get("params_non_embedding")), _fmt(r.val_loss, ".4f"), _fmt(m.get("val_ppl"), ".1f"),
                  _fmt_count(m.get("tokens_seen")), _fmt(m.get("train_flops"), ".3g"),
-                 _fmt(m.get("tokens_per_sec"), ".0f"), _fmt_seconds(m.get("elapsed_s")), r.status]
+                 _fmt(m.get("tokens_per_sec"), ".0f"), _fmt(m.get("mfu"), ".1%"), _fmt_seconds(m.get("elapsed_s")),
+                 r.status]
         if with_error:
             cells.append((r.error or "") if r.status not in OK_STATUSES else "")
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
