@@ -161,3 +161,17 @@ def test_a_checkpoint_of_another_model_is_not_resumed(tmp_path):
         resume.check_checkpoint(start, {"heads": 4, "head_size": 16}, run_dir, False)
     fresh = resume.check_checkpoint(start, {"heads": 4, "head_size": 16}, run_dir, True)
     assert fresh.action == "fresh" and (run_dir / "attempt-1" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resumed_order_yields_exactly_the_rest_of_the_epoch():
+    from article_gpt.data.resumable import EpochShuffle, ResumableOrder
+
+    straight = ResumableOrder(EpochShuffle(10, seed=3))
+    straight.set_epoch(2)
+    epoch2 = list(straight)
+    resumed = ResumableOrder(EpochShuffle(10, seed=3))  # a new process: only (seed, epoch) and the position
+    resumed.resume_at(2, 4, 8)  # 4 samples trained, the epoch limited to 8
+    assert list(resumed) == epoch2[4:8] and len(resumed) == 10
+    assert list(resumed) == epoch2  # the next pass is a whole epoch again
+    resumed.set_epoch(3)
+    assert sorted(resumed) == list(range(10)) and list(resumed) != epoch2
