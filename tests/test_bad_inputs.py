@@ -166,6 +166,25 @@ def test_train_config_error_leaves_nothing_and_loads_no_torch(clean_env, outputs
     assert not (outputs / "sweeps").exists()
 
 
+IMPORTS = """
+import sys, tempfile
+import article_gpt.training.run
+from article_gpt.training import tracking
+loggers = tracking.build_loggers({"csv": {}}, tempfile.mkdtemp(), "g", "n", {})
+print(sorted(m for m in ("wandb", "tensorboard", "tensorboardX") if m in sys.modules))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_imports_only_the_loggers_it_uses(clean_env):
+    """W&B and TensorBoard load only with logger=wandb / tensorboard. (matplotlib is not checked:
+    torchmetrics, which Lightning imports, loads it whenever it is installed.)"""
+    proc = subprocess.run([sys.executable, "-c", IMPORTS], cwd=ROOT, env=clean_env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_hydra_full_error_shows_the_whole_report(clean_env, outputs):
     proc = run("train.py", "hydra/launcher=nope", env={**clean_env, "HYDRA_FULL_ERROR": "1"})
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "Available options" in proc.stderr
