@@ -117,3 +117,14 @@ def test_submitit_slurm_sweep_on_a_real_cluster(slurm_cluster, run_cli, outputs,
     assert all(m["cores_reason"] == "SLURM cpus_per_task" and m["threads"] == 1 for m in trained)
     tasks = [p.name for p in (the_sweep(outputs) / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
     assert len(tasks) == 3 and len({t.split("_")[0] for t in tasks}) == 1  # one job array, a task per job
+
+
+@pytest.mark.slow
+def test_ray_sweep_on_a_local_ray(run_cli, outputs, clean_env) -> None:
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher",
+                        reason="hydra-ray-launcher is an extra (it pins cloudpickle<3): pip install -e '.[ray]'")
+    # a Ray started for this sweep, on 127.0.0.1 only; each job one task of one CPU
+    run_sweep(run_cli, ["hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=2",
+                        "+hydra.launcher.ray.init._node_ip_address=127.0.0.1"])
+    trained = check_sweep(outputs, clean_env, ["2", "0", "4"])
+    assert all(m["threads"] == 1 and m["cores_reason"] == "hydra.launcher.ray.remote.num_cpus" for m in trained)

@@ -10,7 +10,8 @@ a job was given:
   side never land on the same cores;
 - SLURM (``hydra/launcher=submitit_slurm``, or any run inside an allocation):
   ``SLURM_CPUS_PER_TASK`` (``hydra.launcher.cpus_per_task``);
-- ``hydra/launcher=submitit_local``: ``hydra.launcher.cpus_per_task`` (it starts every job at once).
+- ``hydra/launcher=submitit_local``: ``hydra.launcher.cpus_per_task`` (it starts every job at once);
+- ``hydra/launcher=ray``: the task's ``hydra.launcher.ray.remote.num_cpus``.
 
 A DDP job's processes share its cores: each rank gets cores / ``trainer.devices`` threads
 (under SLURM each rank is a task with cores of its own). ``threads: 4`` sets the count directly.
@@ -157,6 +158,9 @@ def claim(cfg: DictConfig) -> CoreShare:
         restore["affinity"] = cores
         _pin(pinned)
         reason = f"{len(cores)} cores / hydra.launcher.n_jobs={n_jobs}"
+    elif kind == "ray":  # a Ray task holds remote.num_cpus cores (Ray's default: 1)
+        share = max(1, int(float(OmegaConf.select(launcher, "ray.remote.num_cpus") or 1)))
+        reason = "hydra.launcher.ray.remote.num_cpus"
     elif kind == "local" and OmegaConf.select(launcher, "cpus_per_task"):
         share = int(OmegaConf.select(launcher, "cpus_per_task"))
         reason = "hydra.launcher.cpus_per_task"
