@@ -43,13 +43,13 @@ def wandb_ids(run_dir: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def runs(module_cli):
     run, env, outputs = module_cli
-    run("train.py", *SHAPE)
+    run("train.py", *SHAPE, timeout=900)
     (straight,) = run_dirs(outputs)
-    stopped = run("tests/interrupt_at.py", "4", "SIGTERM", *SHAPE, f"paths.log_dir={outputs}", check=False)
+    stopped = run("tests/interrupt_at.py", "4", "SIGTERM", *SHAPE, f"paths.log_dir={outputs}", check=False, timeout=900)
     (interrupted,) = [d for d in run_dirs(outputs) if d != straight]
     after_stop = read_metrics(interrupted)
     ckpt = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)
-    resumed = run("train.py", "resume=latest")
+    resumed = run("train.py", "resume=latest", timeout=900)
     return SimpleNamespace(run=run, env=env, outputs=outputs, straight=straight, interrupted=interrupted,
                            stopped=stopped, after_stop=after_stop, ckpt=ckpt, resumed=resumed)
 
