@@ -4,6 +4,7 @@ Hydra composes conf/train.yaml; article_gpt.training.run does the rest. See READ
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -30,7 +31,23 @@ def main(cfg: DictConfig) -> float:
         return train(cfg)
 
 
+def expand_home(args: list[str]) -> list[str]:
+    """``key=~/dir`` as typed in bash: the shell leaves that ``~`` alone (``key`` is no shell
+    variable) and Hydra's override grammar rejects it, so a value's leading ``~`` (and that of
+    each value of a sweep list, ``key=~/a,~/b``) becomes the home directory here. Quoted values
+    (``'key="~/a"'``) reach Hydra as they are; the data loader expands them itself."""
+    home = os.path.expanduser("~")
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if eq and not key.startswith("-"):
+            arg = key + eq + re.sub(r"(^|,)~(?=/|,|$)", lambda m: m.group(1) + home, value)
+        out.append(arg)
+    return out
+
+
 if __name__ == "__main__":
+    sys.argv = expand_home(sys.argv)
     with exit_on_user_error():  # resume=<run dir> / resume_sweep=<dir>: that run's own overrides
         sys.argv = rewrite_argv(sys.argv)
     run_main(main)  # Hydra's own errors (an unknown option, a bad override) are one line too

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from article_gpt.data.medium import import_medium, parse_story
+from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError
 
 PAGE = """<!DOCTYPE html>
@@ -206,8 +207,6 @@ def test_medium_data_config_splits_by_article(export_dir, tmp_path):
                                           f"paths.log_dir={tmp_path / 'outputs'}", "data.val_fraction=0.5"])
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
-    from article_gpt.data.tokenizer import get_encoding
-
     enc = get_encoding("gpt2")
     texts = [p.read_text(encoding="utf-8") for p in sorted(out.iterdir())]
     # Half the tokens would cut inside the long first story (the nearest boundary lies farther than
@@ -218,7 +217,7 @@ def test_medium_data_config_splits_by_article(export_dir, tmp_path):
         texts[2]) + [enc.eot_token] + enc.encode_ordinary(texts[3])
 
 
-@pytest.mark.parametrize("case", ["not_zip", "no_posts", "no_body", "missing"])
+@pytest.mark.parametrize("case", ["not_zip", "no_posts", "no_body", "not_utf8", "missing"])
 def test_bad_input_is_one_line(case, tmp_path, export_dir):
     out = tmp_path / "out"
     if case == "not_zip":
@@ -236,6 +235,10 @@ def test_bad_input_is_one_line(case, tmp_path, export_dir):
         arg = export_dir
         expected = ('error: posts/2021-06-01_Broken-123456789abc.html: no <section data-field="body">: '
                     "not a Medium story")
+    elif case == "not_utf8":
+        (export_dir / "posts" / "2021-06-02_Latin-123456789abc.html").write_bytes(b"<html>caf\xe9</html>")
+        arg = export_dir
+        expected = "error: posts/2021-06-02_Latin-123456789abc.html: not UTF-8 (byte 9); Medium exports UTF-8 HTML"
     else:
         arg = tmp_path / "nowhere.zip"
         expected = f"error: {arg}: no such file or folder"

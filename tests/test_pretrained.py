@@ -114,6 +114,15 @@ def test_missing_directory_and_other_architectures_refused(tmp_path):
         resolve_shape({"pretrained": str(tmp_path)})
 
 
+def test_hub_name_offline_without_cache_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache; HF_HUB_OFFLINE=1 (autouse)
+    with pytest.raises(ConfigError) as err:
+        resolve_shape({"pretrained": "gpt2"})
+    line = str(err.value)
+    assert line.startswith("model.pretrained=gpt2: cannot fetch its config.json from the Hugging Face hub (")
+    assert line.endswith("); offline, pass a local directory") and "\n" not in line
+
+
 def windows_loss(hf_model, ids: list[int], block: int, n: int) -> float:
     """transformers' mean loss over the first ``n`` fixed validation windows of ``block + 1`` tokens."""
     x = torch.tensor([ids[i * block : i * block + block + 1] for i in range(n)])

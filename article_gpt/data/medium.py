@@ -132,7 +132,8 @@ def read_archive(path: Path) -> list[tuple[str, str]]:
         posts = [p for p in sorted(path.rglob("*.html")) if p.parent.name == "posts"]
         if not posts:
             raise DataError(f"{path}: no posts/*.html inside (Medium's export holds them in posts/)")
-        return [(p.relative_to(path).as_posix(), p.read_text(encoding="utf-8")) for p in posts]
+        names = [p.relative_to(path).as_posix() for p in posts]
+        return [(n, _decode(n, p.read_bytes())) for n, p in zip(names, posts)]
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if not zipfile.is_zipfile(path):
@@ -142,7 +143,14 @@ def read_archive(path: Path) -> list[tuple[str, str]]:
                        if n.endswith(".html") and PurePosixPath(n).parent.name == "posts")
         if not names:
             raise DataError(f"{path}: no posts/*.html inside (Medium's export holds them in posts/)")
-        return [(n, zf.read(n).decode("utf-8")) for n in names]
+        return [(n, _decode(n, zf.read(n))) for n in names]
+
+
+def _decode(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{name}: not UTF-8 (byte {err.start}); Medium exports UTF-8 HTML") from None
 
 
 def import_medium(archive: str | Path, out: str | Path, include_drafts: bool = False,
