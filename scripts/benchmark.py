@@ -1,12 +1,19 @@
 """Benchmarks, printed as markdown tables: `python scripts/benchmark.py SUBCOMMAND [options]`.
 
 Subcommands:
-  train      training-step tokens/s, FLOP/s and MFU, plain vs fused (chunked) vocabulary loss
-  generate   decoding tokens/s with and without the KV cache (random weights: speed only)
+  train       training-step tokens/s, FLOP/s and MFU, plain vs fused (chunked) vocabulary loss
+  generate    decoding tokens/s with and without the KV cache (random weights: speed only)
+  vs-nanogpt  python train.py against karpathy/nanoGPT's train.py, same shape and articles
+  loop        the Lightning loop of train.py against a plain torch loop
+  memory      peak memory of one training step, plain vs fused loss (default model=gpt2)
+  scaling     tokens/s and MFU across the model presets and block sizes 64-1024
+  peak        measure this machine's fp32 matmul peak (what runs' MFU is against) into its cache
 
 Each subcommand is a pair of functions: ``add_<name>_parser`` declares its options and
-``bench_<name>`` runs it and returns a ``Result``; ``main`` prints the result's table and, with
-``--json PATH``, writes it as JSON. Timings: warmup runs first, then the median of the repeats.
+``bench_<name>`` runs it and returns a ``Result`` (the newer ones live in ``benchmarks/``, one
+module each); ``main`` prints the result's table and, with ``--json PATH``, writes it as JSON.
+Timings: warmup runs first, then the median of the repeats. Other load on the machine distorts
+seconds: compare figures measured in the same run, and MFU against the peak measured with them.
 """
 
 from __future__ import annotations
@@ -14,78 +21,29 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 import statistics
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from article_gpt.data.tokenizer import encode
 from article_gpt.model.decoding import generate
 from article_gpt.model.gpt import GPT, GPTConfig
-from article_gpt.model.loss import linear_cross_entropy
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Result:
-    command: str
-    rows: list[dict[str, Any]]  # one table row each, the same keys in every row
-    summary: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-
-
-# ---- shared helpers ---------------------------------------------------------------------------
-def timings(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
-    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    seconds = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - t0)
-    return seconds
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, list):
-            return " ".join(cell(x) for x in v)
-        return f"{v:,.2f}" if isinstance(v, float) else str(v)
-
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "|".join(" --- " for _ in keys) + "|"]
-    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-           "cpu": platform.processor() or platform.machine()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
-
-
-def model_config(name: str) -> GPTConfig:
-    """A model preset from conf/model/<name>.yaml."""
-    return GPTConfig(**OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")))
-
-
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default: 1)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported (default: 3)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks/ subcommand modules
+from benchmarks import loop, memory, nanogpt, scaling  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    Result,
+    add_common_options,
+    environment,
+    markdown_table,
+    measured_peak,
+    model_config,
+    time_train_step,
+    timings,
+)
 
 
 # ---- train ------------------------------------------------------------------------------------
@@ -102,53 +60,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(bench=bench_train)
 
 
-def matmul_peak(device: torch.device, n: int = 2048) -> float:
-    """FLOP/s of one square matmul: the practical peak MFU is measured against."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    seconds = statistics.median(timings(lambda: synced(device, lambda: a @ b), 2, 5))
-    return 2 * n**3 / seconds
-
-
-def synced(device: torch.device, fn: Callable[[], object]) -> object:
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return out
-
-
-def time_train_step(cfg: GPTConfig, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> tuple[float, float]:
-    """Median seconds of one training step, and of the output head + loss alone (fwd + bwd)."""
-    device = x.device
-    torch.manual_seed(args.seed)
-    model = GPT(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.param_groups(0.1), lr=1e-4, betas=(0.9, 0.95))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step() -> None:
-        with autocast:
-            _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    hidden = model.hidden(x).detach().view(x.numel(), -1).requires_grad_()
-
-    def head_and_loss() -> None:  # the part the fused loss replaces, on real hidden states
-        with autocast:
-            loss = linear_cross_entropy(hidden, model.lm_head.weight, model.lm_head.bias, y.view(-1),
-                                        cfg.loss_chunk_size)
-        loss.backward()
-
-    step_s = statistics.median(timings(lambda: synced(device, step), args.warmup, args.repeats))
-    head_s = statistics.median(timings(lambda: synced(device, head_and_loss), args.warmup, args.repeats))
-    return step_s, head_s
-
-
 def bench_train(args: argparse.Namespace) -> Result:
     device = torch.device(args.device)
-    peak = matmul_peak(device)
+    peak = measured_peak(device)
     base = model_config(args.model)
     B, T = args.batch, base.block_size
     gen = torch.Generator().manual_seed(args.seed)
@@ -229,6 +143,26 @@ def bench_generate(args: argparse.Namespace) -> Result:
     return Result("generate", rows, summary)
 
 
+# ---- peak -------------------------------------------------------------------------------------
+def add_peak_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("peak", help="measure the fp32 matmul peak that runs' MFU is against, into its cache",
+                       description="Runs square fp32 matmuls for --seconds and keeps the best figure in the "
+                       "machine's cache (the higher of it and what was there), keyed by CPU model, thread "
+                       "count and torch version: do it on a quiet machine.")
+    p.add_argument("--seconds", type=float, default=3.0)
+    add_common_options(p)
+    p.set_defaults(bench=bench_peak)
+
+
+def bench_peak(args: argparse.Namespace) -> Result:
+    from article_gpt.training import mfu
+
+    now = mfu.measure_matmul_peak(torch.device("cpu"), seconds=args.seconds)
+    best, source = mfu.cached_cpu_peak(measure=True, seconds=args.seconds)
+    rows = [{"measured now GFLOP/s": now / 1e9, "kept in the cache GFLOP/s": best / 1e9, "source": source}]
+    return Result("peak", rows, {"cache": str(mfu.default_cache_file()), **environment(torch.device("cpu"))})
+
+
 # ---- entry point ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -236,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     add_train_parser(sub)
     add_generate_parser(sub)
+    nanogpt.add_parser(sub)
+    loop.add_parser(sub)
+    memory.add_parser(sub)
+    scaling.add_parser(sub)
+    add_peak_parser(sub)
     return parser
 
 

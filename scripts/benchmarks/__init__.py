@@ -1,0 +1,1 @@
+"""Subcommands of scripts/benchmark.py, one module each, over shared helpers in ``common``."""
