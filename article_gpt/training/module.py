@@ -58,20 +58,23 @@ class GPTModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = GPT(GPTConfig(**model))
         # GPT-2 weights to start from (a hub name or local dir, article_gpt/model/pretrained.py),
-        # loaded in configure_model: at fit time, before a resumed checkpoint's weights replace
-        # them, and never when a checkpoint alone rebuilds the module.
+        # loaded by on_fit_start: never when a checkpoint alone rebuilds the module (generate.py),
+        # nor when a fit resumes from a checkpoint (its weights are already in place).
         self.pretrained = pretrained
         self.optim = OptimConfig(**(optim or {}))
         self.sample_cfg = SampleConfig(**(sample or {}))
         self.tokenizer, self.compile = tokenizer, compile
         self.samples: list[dict] = []  # epoch, step, prompt, text: run.py saves and logs them
 
-    def configure_model(self) -> None:
-        if self.pretrained and not self.__dict__.get("_pretrained_loaded"):
+    def on_fit_start(self) -> None:
+        # After the optimizer exists and a resumed checkpoint is restored, before the first
+        # validation: the weights are copied in place, so the optimizer keeps its parameters.
+        if self.pretrained and self.trainer.ckpt_path is None:
             from article_gpt.model.pretrained import load_pretrained
 
             load_pretrained(self.model, self.pretrained)
-            self._pretrained_loaded = True
+
+    def configure_model(self) -> None:
         # The compiled wrapper lives outside the module registry, so checkpoints keep the
         # plain ``model.*`` keys and load with or without compile.
         if self.compile and "_step_model" not in self.__dict__:
