@@ -30,7 +30,7 @@ OPTIMIZABLE_METRICS = (
     "val_loss", "val_ppl", "val_loss_initial", "train_loss", "params_total", "params_non_embedding",
     "params_matmul", "flops_per_token", "train_tokens", "val_tokens", "tokens_per_sec", "model_flops_per_sec",
     "tokens_seen", "train_flops", "steps", "epochs", "elapsed_s", "first_step_s",
-    "mfu", "peak_host_memory_mb",
+    "mfu", "peak_host_memory_mb", "start_to_first_step_s",
 )
 NOT_OPTIMIZABLE = ("budget_steps", "threads", "cores_given", "trial_number", "pruned_at_validation",
                    "peak_flops")  # settings and facts of the machine
