@@ -9,12 +9,15 @@ import secrets
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
-from conftest import TINY, read_metrics, run_dirs, wandb_inspect
+from conftest import ROOT, TINY, read_metrics, run_dirs, wandb_inspect
+from hand_count import hand_flops_per_token, hand_params
 
+from article_gpt.config import NOT_OPTIMIZABLE, OPTIMIZABLE_METRICS
+from article_gpt.data.tokenizer import encode
 from article_gpt.model.gpt import GPT, GPTConfig
-from article_gpt.training.module import GPTModule
 
 FAKE_KEY = secrets.token_hex(20)  # 40 hex digits, like a real W&B API key, unique to this session
 RUN_DIR_NAME = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}-[0-9a-f]{6}")  # time to the microsecond + uid
@@ -27,16 +30,22 @@ def snapshot(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
 
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
+LR_RUN = ["optim.warmup_steps=2", "optim.lr=1e-3", "optim.min_lr_ratio=0.1"]  # 6 steps: 2 warmup, 4 cosine
+
+
 @pytest.fixture(scope="module")
 def runs(module_cli):
     """Two real runs into one outputs folder: the first with the default W&B logger and no
-    credentials (offline on its own), the second with an API key in the environment but
-    WANDB_MODE=offline. The second finds the first's token cache."""
+    credentials (offline on its own); the second in the same `auto` mode with a fake API key and an
+    unreachable W&B server, so it starts online, fails, and falls back to offline after
+    init_timeout. The second finds the first's token cache."""
     run, env, outputs = module_cli
-    first = run("train.py", *TINY)
+    first = run("train.py", *TINY, *LR_RUN, timeout=900)  # long only on a machine shared by many jobs
     cache = outputs / "cache" / "tokens"
     cache_after_first = snapshot(cache)
-    second = run("train.py", *TINY, extra_env={"WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"})
+    second = run("train.py", *TINY, "logger.wandb.init_timeout=5", timeout=900,
+                 extra_env={"WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": UNREACHABLE})
     dirs = run_dirs(outputs)
     assert len(dirs) == 2, dirs
     return SimpleNamespace(run=run, env=env, outputs=outputs, first=first, second=second, dirs=dirs, cache=cache,
@@ -55,11 +64,11 @@ def test_run_dir_holds_every_artifact(runs):
     assert math.isfinite(m["val_loss"]) and m["val_ppl"] == pytest.approx(math.exp(m["val_loss"]))
     assert math.isfinite(m["train_loss"]) and m["tokens_per_sec"] > 0 and m["elapsed_s"] > 0
     assert m["steps"] == 6 and m["epochs"] >= 1  # trainer=debug: max_steps 6, 3 batches an epoch
-    with torch.device("meta"):
-        model = GPT(GPTConfig(**TINY_MODEL))
-    counts = model.num_params()
-    assert (m["params_total"], m["params_non_embedding"]) == (counts["params_total"], counts["params_non_embedding"])
-    assert m["flops_per_token"] == model.flops_per_token()
+    shape = [TINY_MODEL[k] for k in ("vocab_size", "block_size", "embedding_dim", "num_layers", "heads", "head_size")]
+    # by hand: 50257*32 + 16*32 + 2 * 12,704 (a block) + 64 (ln_f) = 1,634,208; 6 * (that - 512) + 12*2*32*16
+    assert m["params_total"] == hand_params(*shape) == 1_634_208
+    assert m["params_non_embedding"] == 1_634_208 - 50257 * 32 - 16 * 32
+    assert m["flops_per_token"] == hand_flops_per_token(*shape) == 9_814_464
 
     png = (run_dir / "loss.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
@@ -67,6 +76,29 @@ def test_run_dir_holds_every_artifact(runs):
     texts = re.split(r"^=== .* ===\n", samples, flags=re.M)[1:]  # one per validation epoch
     assert texts and all(t.startswith("Backpropagation is") for t in texts), samples
     assert "wandb sync" in runs.first.stdout
+
+
+def test_end_of_run_console_lines(runs):
+    """README: the console ends with the run directory, the best validation loss and a sample."""
+    run_dir, m = runs.dirs[0], read_metrics(runs.dirs[0])
+    out = runs.first.stdout
+    last_sample = re.split(r"^=== .* ===\n", (run_dir / "samples.txt").read_text(encoding="utf-8"), flags=re.M)[-1]
+    assert f"run dir:       {run_dir}\n" in out
+    assert f"best val loss: {m['val_loss']:.4f} (ppl {m['val_ppl']:.1f}), from {m['val_loss_initial']:.4f}\n" in out
+    assert f"sample:        {last_sample.rstrip(chr(10))!r}\n" in out
+
+
+def test_lr_warms_up_then_follows_the_cosine(runs):
+    """train/lr as W&B logged it at each step: linear warmup over 2 steps, then cosine from 1e-3 to
+    1e-4 at the last (6th) step. The values are written out, not computed by the module's code."""
+    records = wandb_inspect(runs.dirs[0], runs.env)
+    lr = {int(r["history"]["item"]["trainer/global_step"]): r["history"]["item"]["train/lr"]
+          for r in records if r["type"] == "history" and "train/lr" in r["history"]["item"]}
+    # step s: s+1/2 while warming up; then 0.1 + 0.9 * (1 + cos(pi * (s - 2) / 4)) / 2
+    expected = {0: 0.5e-3, 1: 1e-3, 2: 1e-3, 3: 0.86820e-3, 4: 0.55e-3, 5: 0.23180e-3}
+    assert lr.keys() == expected.keys()
+    for step, value in expected.items():
+        assert lr[step] == pytest.approx(value, rel=1e-4), step
 
 
 def test_offline_wandb_run_holds_config_and_summary(runs):
@@ -84,30 +116,44 @@ def test_offline_wandb_run_holds_config_and_summary(runs):
     assert math.isfinite(summary["val/loss"]) and summary["best_val_loss"] == pytest.approx(m["val_loss"])
 
 
-def test_checkpoint_alone_rebuilds_the_model(runs):
+def val_loss_of(model: GPT, block: int = 16, batches: int = 2, batch_size: int = 16) -> float:
+    """The validation loss as trainer=debug measures it (the first 2 batches of non-overlapping
+    windows of data/val.txt), computed here from the text, not by the run."""
+    ids = torch.tensor(encode((ROOT / "data" / "val.txt").read_text(encoding="utf-8")))
+    starts = list(range(0, len(ids) - block, block))[: batches * batch_size]
+    x = torch.stack([ids[s : s + block] for s in starts])
+    y = torch.stack([ids[s + 1 : s + block + 1] for s in starts])
+    with torch.no_grad():
+        return model.eval()(x, y)[1].item()  # equal batches: the mean of batch means is the mean
+
+
+def test_checkpoint_alone_rebuilds_the_trained_best_model(runs):
+    """best.ckpt rebuilds a model whose val loss is the best one the run logged, from weights that
+    are not the run's own initial weights (rebuilt from its seed; their val loss is the logged step 0)."""
+    m = read_metrics(runs.dirs[0])
     path = runs.dirs[0] / "checkpoints" / "best.ckpt"
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
     hp = ckpt["hyper_parameters"]
-    assert hp["model"] == {**TINY_MODEL, "dropout": 0.1, "bias": True, "tie_weights": True, "loss_chunk_size": 1024}
+    assert TINY_MODEL.items() <= hp["model"].items() and hp["model"]["loss_chunk_size"] == 1024
     assert all(k.startswith("model.") for k in ckpt["state_dict"])
-    model = GPT(GPTConfig(**hp["model"])).eval()
-    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}, strict=True)
+    trained = GPT(GPTConfig(**hp["model"]))
+    trained.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}, strict=True)
+    assert val_loss_of(trained) == pytest.approx(m["val_loss"], abs=1e-4)  # the logged best, not the last
 
-    reference = GPTModule.load_from_checkpoint(path, map_location="cpu").model.eval()
-    x = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():  # the fused training loss returns no logits: compare the loss and the full head
-        (_, loss), (_, expected_loss) = model(x, x), reference(x, x)
-        logits, expected = model.lm_head(model.hidden(x)), reference.lm_head(reference.hidden(x))
-    assert torch.equal(logits, expected) and torch.equal(loss, expected_loss)
-    assert not torch.equal(model.tok_emb.weight, GPT(GPTConfig(**hp["model"])).tok_emb.weight)  # trained weights
+    L.seed_everything(1337, verbose=False)  # conf/train.yaml's seed: the run's model before step 1
+    initial = GPT(GPTConfig(**hp["model"]))
+    assert val_loss_of(initial) == pytest.approx(m["val_loss_initial"], abs=1e-4)
+    assert m["val_loss"] < m["val_loss_initial"] - 0.01
+    changed = [n for n, p in initial.named_parameters() if not torch.equal(p, trained.get_parameter(n))]
+    assert "tok_emb.weight" in changed and len(changed) == len(list(initial.parameters()))  # every tensor trained
 
 
 def test_second_run_reuses_the_token_cache(runs):
     assert len(runs.cache_after_first) == 2  # train.txt and val.txt, one cache file each
     assert snapshot(runs.cache) == runs.cache_after_first  # no file added or rewritten
-    first_log = (runs.dirs[0] / "train.log").read_text()
+    # the first run made the cache (its miss may be logged before train.log exists: the data is
+    # checked before the run dir is made); the second run only read it
     second_log = (runs.dirs[1] / "train.log").read_text()
-    assert first_log.count("token cache miss") == 2 and "token cache hit" not in first_log
     assert second_log.count("token cache hit") == 2 and "token cache miss" not in second_log
 
 
@@ -122,13 +168,27 @@ def test_two_runs_never_share_a_dir(runs):
 
 
 def test_no_secret_is_written(runs):
+    """The fake key was used: `auto` mode saw credentials, started online against a server that
+    refuses the connection, and fell back to offline. The key is in no file and no output."""
     second = runs.dirs[1]
-    assert read_metrics(second)["wandb_mode"] == "offline"  # WANDB_MODE wins over the key
+    assert read_metrics(second)["wandb_mode"] == "offline"
+    assert "W&B: online start failed" in runs.second.stdout and "logging offline instead" in runs.second.stdout
+    assert wandb_inspect(second, runs.env, summary=True)["state"] == "finished"
     key = FAKE_KEY.encode()
     for folder in (runs.outputs, Path(runs.env["HOME"])):  # run dirs, W&B files, token cache, ~
         leaks = [p for p in folder.rglob("*") if p.is_file() and key in p.read_bytes()]
         assert not leaks, f"the API key was written to {leaks}"
     assert FAKE_KEY not in runs.second.stdout + runs.second.stderr
+
+
+def test_every_optimizable_metric_is_in_metrics_json(runs):
+    """optimized_metric is checked against config.OPTIMIZABLE_METRICS before a run starts: the list
+    must name only numbers a real metrics.json has, and every such number must be on it (or be a setting)."""
+    m = read_metrics(runs.dirs[0])
+    numbers = {k for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert set(OPTIMIZABLE_METRICS) <= numbers, set(OPTIMIZABLE_METRICS) - numbers
+    unlisted = numbers - set(OPTIMIZABLE_METRICS) - set(NOT_OPTIMIZABLE)
+    assert not unlisted, f"metrics.json keys {unlisted}: add them to config.OPTIMIZABLE_METRICS or NOT_OPTIMIZABLE"
 
 
 def test_refuses_to_run_into_a_finished_run_dir(runs):
