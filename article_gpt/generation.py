@@ -81,13 +81,13 @@ def complete(cfg: DictConfig, loaded: LoadedModel, prompts: list[str]) -> tuple[
     import torch
 
     from article_gpt.data.tokenizer import encode, get_encoding
-    from article_gpt.model.decoding import generate_many, generate_streamed
+    from article_gpt.model.decoding import compile_step, generate_many, generate_streamed
 
     model, enc = loaded.model, get_encoding(loaded.tokenizer)
     device = next(model.parameters()).device
     step_fn = None
     if cfg.compile and device.type == "cuda":
-        step_fn = torch.compile(model.hidden, dynamic=True)  # dynamic: the cache length grows every step
+        step_fn = compile_step(model)
     elif cfg.compile:
         print("note: compile=true ignored: compiling the decode step pays off on CUDA only", file=sys.stderr)
 

@@ -19,6 +19,7 @@ from article_gpt.model.checkpoint import load_model, resolve_checkpoint
 from article_gpt.model.decoding import (
     Decoder,
     TextStream,
+    compile_step,
     filter_logits,
     generate,
     generate_many,
@@ -432,3 +433,29 @@ def test_empty_prompt_starts_a_fresh_document(capsys, ckpt_file, gpt2_vocab_mode
     out = generate_cli(capsys, ckpt_file, "prompt=''", "temperature=0", "max_new_tokens=8", "stop_at_eot=false")
     assert out == continuation(gpt2_vocab_model, "", 8, temperature=0) + "\n"  # from <|endoftext|>
     assert out.strip()
+
+
+# ---- compile=true: one graph for every decode step -------------------------------------------------
+def test_compiled_decode_step_compiles_once_without_graph_breaks(overfit):
+    """generate.py's compile=true (``compile_step``), traced by dynamo on CPU with a backend that only
+    counts graphs: the growing cache position must not recompile per token, nor break the graph
+    (a mask flag computed from the symbolic position did both: 4 partial graphs and the step frame
+    skipped). The generated code itself (inductor, CUDA) is not run here."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        ids = text_prompts(2, 2)
+        compiled = generate(overfit, ids, BLOCK - 1, temperature=0, step_fn=compile_step(overfit, counting_backend))
+        assert compiled == generate(overfit, ids, BLOCK - 1, temperature=0)  # 5 one-token steps, then a window
+        assert len(graphs) == 1 and not counters["graph_break"], dict(counters["graph_break"])
+    finally:
+        torch._dynamo.reset()

@@ -97,6 +97,13 @@ def sample_next(
     return idx.gather(-1, choice).squeeze(-1)
 
 
+def compile_step(model: GPT, backend: str | Callable = "inductor") -> StepFn:
+    """``model.hidden`` compiled for the one-token cached steps. ``dynamic=True``: the cache length
+    grows each step, so its position is a symbolic int and one graph serves every step (no
+    recompile per token; tests/test_generate.py counts the graphs)."""
+    return torch.compile(model.hidden, dynamic=True, backend=backend)
+
+
 class Decoder:
     """Step-by-step next-token logits for a batch of equal-length prompts.
 

@@ -81,9 +81,11 @@ class CausalSelfAttention(nn.Module):
         # A cache that already holds earlier positions turns the mask into "all of the past
         # plus the causal part of the new chunk"; new chunks after a prefill are one token,
         # for which attending to every cached key is exactly causal.
-        causal = cache is None or cache.pos == 0
+        # Decided by T, not by cache.pos: under torch.compile(dynamic=True) the position is symbolic,
+        # and a mask flag computed from it broke the graph at every decode step.
+        causal = cache is None or T > 1
         if cache is not None:
-            if not causal and T != 1:
+            if T > 1 and cache.pos != 0:
                 raise ValueError("after the prefill, the KV cache takes one token at a time")
             k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(
