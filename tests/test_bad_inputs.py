@@ -425,7 +425,7 @@ def test_prompt_longer_than_the_context_is_noted_and_cut(clean_env, tmp_path):
     assert proc.returncode == 0, proc.stderr
     notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
     assert notes == ["note: 1 prompt(s) longer than block_size=8 tokens: the model sees the last 8"]
-    assert proc.stdout.startswith("word " * 40)
+    assert proc.stdout.startswith(("word " * 40).strip())  # Hydra drops the trailing space
 
 
 def test_token_cache_trailer_round_trip(tmp_path):
