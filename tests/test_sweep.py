@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY, read_metrics, wandb_inspect
+from hand_count import hand_params
 from omegaconf import OmegaConf
 
 from article_gpt.sweeps import records, summary
@@ -129,7 +130,7 @@ def test_two_sweeps_started_in_the_same_second_get_distinct_ids() -> None:
 
 @pytest.mark.slow
 def test_sweep_gives_one_wandb_run_per_job_and_a_summary(run_cli, outputs, clean_env) -> None:
-    proc = run_cli("train.py", "-m", "model.heads=2,4,8", "tags=[sweep-test]", *TINY_NO_HEADS)
+    proc = run_cli("train.py", "-m", "model.heads=2,4,8", "tags=[sweep-test]", *TINY_NO_HEADS, timeout=900)
     sweep = the_sweep(outputs)
     jobs = job_dirs(sweep)
     assert [j.name for j in jobs] == ["0", "1", "2"]
@@ -146,6 +147,11 @@ def test_sweep_gives_one_wandb_run_per_job_and_a_summary(run_cli, outputs, clean
         runs.append((run, history, final))
 
     assert len({run["run_id"] for run, _, _ in runs}) == 3  # never two jobs in one run
+    # the swept value reached the model each job built: its size follows heads as the hand count says
+    built = {o: read_metrics(j)["params_total"] for j in jobs for o in read_metrics(j)["overrides"]
+             if o.startswith("model.heads=")}
+    assert built == {f"model.heads={h}": hand_params(50257, 16, 32, 2, h, 16) for h in (2, 4, 8)}
+    assert built["model.heads=4"] - built["model.heads=2"] == 2 * 131 * 16 * 2  # per layer: 131 per attention unit
     assert {run["run_group"] for run, _, _ in runs} == {sweep.name}
     assert {run["config"]["update"]["model"]["heads"] for run, _, _ in runs} == {2, 4, 8}
     for job, (run, history, final) in zip(jobs, runs, strict=True):
@@ -311,3 +317,28 @@ def test_compare_runs_default_output_is_next_to_the_runs_and_never_collides(tmp_
     assert records.load_runs([runs])[0].run_dir == b  # a comparison is never taken for a run
     main([str(a)])  # a single run: beside it, not inside it
     assert len(list((runs / "comparisons").iterdir())) == 3 and not (a / "comparisons").exists()
+
+
+@pytest.mark.slow
+def test_nan_loss_is_recorded_and_the_sweep_goes_on(run_cli, outputs, clean_env) -> None:
+    """README: a job with a NaN loss is recorded as failed (one-line error in metrics.json, the
+    traceback in error.log, its W&B run failed) and the sweep goes on. The next job diverges without
+    a NaN: a val loss far above 709, whose exp overflows; its run still closes completed, with
+    val_ppl null and its W&B run finished."""
+    diverge = ["optim.lr=10", "optim.weight_decay=10", "optim.warmup_steps=0", "trainer.max_epochs=20",
+               "callbacks.early_stopping.check_finite=false"]  # decoupled decay x(1 - lr*wd) = x(-99) a step
+    proc = run_cli("train.py", "-m", "trainer.max_steps=60,3", *TINY, *diverge, check=False, timeout=900)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    nan_job, diverged = job_dirs(the_sweep(outputs))
+    failed = read_metrics(nan_job)
+    assert failed["status"] == "failed" and "\n" not in failed["error"]
+    assert re.match(r"NonFiniteLossError: train/loss is (nan|inf) at step \d+", failed["error"]), failed["error"]
+    log = (nan_job / "error.log").read_text()
+    assert log.startswith("Traceback (most recent call last):") and "NonFiniteLossError" in log.splitlines()[-1]
+    assert wandb_inspect(nan_job, clean_env, summary=True)["exit_code"] == 1
+
+    done = read_metrics(diverged)  # the sweep went on
+    assert done["status"] == "completed" and done["val_loss"] > 709 and done["val_ppl"] is None
+    final = wandb_inspect(diverged, clean_env, summary=True)
+    assert final["state"] == "finished" and final["exit_code"] == 0
+    assert final["summary"]["best_val_loss"] == pytest.approx(done["val_loss"])
