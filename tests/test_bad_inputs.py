@@ -26,7 +26,8 @@ from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
-from article_gpt.config import check_writable, validate, validate_generate
+from article_gpt.config import validate, validate_generate
+from article_gpt.config_machine import check_writable
 from article_gpt.data import token_cache
 from article_gpt.data.corpus import TextDataModule, read_documents, resolve_files, tokenize_documents
 from article_gpt.errors import CheckpointError, ConfigError, DataError, hydra_error_line

@@ -51,7 +51,8 @@ class ValidateConfig(Callback):
     def _check(config: DictConfig, parent: Path, dir_key: str) -> DictConfig:
         import copy
 
-        from article_gpt.config import check_writable, validate
+        from article_gpt.config import validate
+        from article_gpt.config_machine import check_writable
         from article_gpt.errors import exit_on_user_error
 
         task = copy.deepcopy(config)  # validation may fill in keys; the run composes its own
