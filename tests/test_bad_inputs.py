@@ -8,7 +8,8 @@ is reported before torch loads. Cases already tested elsewhere are not repeated 
 tests/test_config.py (range rules), test_data.py (missing/empty/non-UTF-8 files, empty dir,
 glob without match, short splits), test_generate.py (missing, corrupted, foreign, pickled and
 other-architecture checkpoints; CLI ranges), test_train.py (finished run dir), test_resume.py
-(resume= of a non-run, changed keys), test_optuna.py (search space with an unknown key).
+(resume= of a non-run, changed keys), test_optuna.py (search space with an unknown key),
+test_budget.py (budget.* <= 0 or not a number).
 """
 
 from __future__ import annotations
@@ -78,9 +79,6 @@ TRAIN = {  # override(s) -> the start of the one line (a regex)
     f"trainer.devices={CORES + 1}": rf"trainer\.devices={CORES + 1}: this machine gives this job {CORES} CPU cores; "
                                     rf"use at most trainer\.devices={CORES}",
     f"trainer=ddp trainer.devices={CORES + 2}": rf"trainer\.devices={CORES + 2}: this machine gives this job {CORES}",
-    "budget.tokens=0": r"budget\.tokens=0: must be a positive number or null",
-    "budget.flops=-1": r"budget\.flops=-1: must be a positive number or null",
-    "budget.tokens=abc": r"budget\.tokens=abc: must be a positive number or null",
     # + keys: something must read them (before, +resume=... trained from scratch in silence and
     # +model.<typo> crashed with a raw TypeError)
     "+model.foo=1": r"\+model\.foo=1: not read by anything; model \(GPTConfig\) takes .*vocab_size",
