@@ -10,16 +10,11 @@ from __future__ import annotations
 import pytest
 from conftest import ROOT, read_metrics, run_dirs, wandb_inspect
 from hydra import compose, initialize_config_dir
-from test_launchers import check_sweep
+from test_launchers import DDP, check_sweep
+from test_launchers import DDP_TOKENS as TOKENS
 
 from article_gpt.config import validate
 from article_gpt.errors import ConfigError
-
-DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1", "trainer.max_steps=2",
-       "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
-       "callbacks.progress_bar.refresh_rate=0", "model.embedding_dim=32", "model.num_layers=1",
-       "model.head_size=16", "model.block_size=16", "sample.max_new_tokens=8"]
-TOKENS = 2 * 16 * 16 * 2  # 2 steps x batch 16 x block 16 x 2 ranks
 
 
 def compose_train(*overrides: str):

@@ -19,6 +19,12 @@ from article_gpt.training.distributed import is_rank_zero
 from article_gpt.training.threads import joblib_jobs
 
 TINY_NO_HEADS = [o for o in TINY if not o.startswith("model.heads=")]
+# 2-process CPU DDP (gloo), tiny and short: 2 steps of batch 16 x block 16 on each rank
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1", "trainer.max_steps=2",
+       "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
+       "callbacks.progress_bar.refresh_rate=0", "model.embedding_dim=32", "model.num_layers=1",
+       "model.head_size=16", "model.block_size=16", "sample.max_new_tokens=8"]
+DDP_TOKENS = 2 * 16 * 16 * 2  # 2 steps x batch 16 x block 16 x 2 ranks
 QUIET = ["callbacks.progress_bar.refresh_rate=0", "trainer.max_epochs=1"]  # 3 steps
 
 
@@ -63,9 +69,8 @@ def check_sweep(outputs: Path, env: dict, heads: list[str], failed: tuple[str, .
     return trained
 
 
-def run_sweep(run_cli, launcher: list[str], heads: str = "2,0,4", extra: list[str] = ()):
-    proc = run_cli("train.py", "-m", *launcher, f"model.heads={heads}", *TINY_NO_HEADS, *QUIET, *extra,
-                   check=False, timeout=600)
+def run_sweep(run_cli, launcher: list[str], heads: str = "2,0,4", base: list[str] = (*TINY_NO_HEADS, *QUIET)):
+    proc = run_cli("train.py", "-m", *launcher, f"model.heads={heads}", *base, check=False, timeout=600)
     # the failed job is recorded, the others ran, and the sweep's exit status says one failed
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 of 3 jobs failed" in proc.stderr
@@ -109,14 +114,20 @@ def test_submitit_local_sweep(run_cli, outputs, clean_env) -> None:
 
 
 @pytest.mark.slow
-def test_submitit_slurm_sweep_on_a_real_cluster(slurm_cluster, run_cli, outputs, clean_env) -> None:
+def test_submitit_slurm_sweep_of_ddp_jobs_on_a_real_cluster(slurm_cluster, run_cli, outputs, clean_env) -> None:
+    # each sweep job is a SLURM job of trainer.devices=2 tasks, one DDP rank per task (SLURM_PROCID)
     run_sweep(run_cli, ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster}",
-                        "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"])
+                        "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"], base=DDP)
     trained = check_sweep(outputs, clean_env, ["2", "0", "4"])
-    # each job ran inside a SLURM allocation (SLURM_JOB_ID, SLURM_CPUS_PER_TASK set by slurmd)
+    # each rank ran inside a SLURM allocation with its own core (SLURM_CPUS_PER_TASK set by slurmd)
     assert all(m["cores_reason"] == "SLURM cpus_per_task" and m["threads"] == 1 for m in trained)
-    tasks = [p.name for p in (the_sweep(outputs) / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
-    assert len(tasks) == 3 and len({t.split("_")[0] for t in tasks}) == 1  # one job array, a task per job
+    assert all(m["tokens_seen"] == DDP_TOKENS for m in trained)  # both ranks trained
+    tasks = [p for p in (the_sweep(outputs) / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
+    assert len(tasks) == 3 and len({t.name.split("_")[0] for t in tasks}) == 1  # one job array, one job each
+    for task in tasks:  # two SLURM tasks per job: their logs, and rank 1's join
+        assert {f"{task.name}_{r}_log.out" for r in (0, 1)} <= {p.name for p in task.iterdir()}
+    logs = "".join(p.read_text() for t in tasks for p in t.glob("*_1_log.*"))
+    assert logs.count("GLOBAL_RANK: 1, MEMBER: 2/2") >= 2
 
 
 @pytest.mark.slow
