@@ -139,3 +139,15 @@ def test_ray_sweep_on_a_local_ray(run_cli, outputs, clean_env) -> None:
                         "+hydra.launcher.ray.init._node_ip_address=127.0.0.1"])
     trained = check_sweep(outputs, clean_env, ["2", "0", "4"])
     assert all(m["threads"] == 1 and m["cores_reason"] == "hydra.launcher.ray.remote.num_cpus" for m in trained)
+
+
+@pytest.mark.slow
+def test_parallel_jobs_never_oversubscribe_the_cores(run_cli, outputs) -> None:
+    # 2 cores, 2 jobs at once: one core each, too few for 2 DDP ranks; each job stops with one line
+    proc = run_cli("train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.heads=2,4", *DDP,
+                   "logger=none", check=False, timeout=600)
+    assert proc.returncode == 1 and "2 of 2 jobs failed" in proc.stderr
+    for job in job_dirs(the_sweep(outputs)):
+        error = read_metrics(job)["error"]
+        assert error.startswith("trainer.devices=2: this job was given 1 CPU core(s)") and "n_jobs=2" in error
+        assert not (job / "checkpoints").exists()
