@@ -91,7 +91,7 @@ def run_ours(args: argparse.Namespace, work: Path, env: dict[str, str], n: int) 
            f"model.head_size={args.width // args.heads}", f"model.block_size={args.block}", "model.dropout=0.0",
            "model.bias=false", f"dataloader.batch_size={args.batch}", "logger=none", f"trainer.max_steps={args.steps}",
            "trainer.max_epochs=1000", "sample.max_new_tokens=0", f"hydra.run.dir={run_dir}",
-           f"paths.log_dir={work / 'logs'}", *args.ours]
+           f"paths.log_dir={work / 'logs'}", *([f"threads={args.threads}"] if args.threads else []), *args.ours]
     run(cmd, ROOT, env)
     return json.loads((run_dir / "metrics.json").read_text())
 
