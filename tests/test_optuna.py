@@ -151,3 +151,25 @@ def test_bad_search_space_is_one_line(run_cli, outputs, args, line):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]]
     assert proc.stderr.startswith(line), proc.stderr
     assert not list(outputs.glob("sweeps/*"))  # no sweep folder: nothing that looks like a search
+
+
+def test_search_space_from_hydra_sweep_syntax() -> None:
+    import optuna.distributions as D
+    from omegaconf import OmegaConf
+
+    from article_gpt.sweeps import pruning, search_space
+
+    config = OmegaConf.create({"model": {"heads": 4, "block_size": 64, "num_layers": 2}, "optim": {"lr": 1e-3}})
+    params = {"model.heads": "choice(2,4,8)", "model": {"block_size": "range(16,129,16)"},
+              "optim.lr": "tag(log, interval(1e-4, 3e-3))", "model.num_layers": "tag(int, interval(1, 6))"}
+    space = search_space.parse(params, ["model.heads=4,8", "model.num_layers=3"], config, None)
+    assert space.dims["model.heads"].distribution == D.CategoricalDistribution([4, 8])  # the command line wins
+    assert space.dims["model.block_size"].distribution == D.IntDistribution(16, 128, step=16)
+    assert space.dims["optim.lr"].distribution == D.FloatDistribution(1e-4, 3e-3, log=True)
+    assert "model.num_layers" not in space.dims and space.fixed == ["model.num_layers=3"]  # fixed, not searched
+    assert space.overrides({"model.heads": 8, "optim.lr": 0.00125}) == [
+        "model.num_layers=3", "model.heads=8", "optim.lr=0.00125"]
+    for name in pruning.PRUNER_OPTIONS:  # every pruner builds from the sweeper's config
+        pruner = {"name": name, "n_startup_trials": 2, "n_warmup_steps": 2, "min_resource": 1,
+                  "max_resource": "auto", "reduction_factor": 3}
+        assert pruning.build_pruner(pruning.pruner_spec(pruner)) is not None
