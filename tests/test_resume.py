@@ -103,13 +103,14 @@ def test_resume_with_a_raised_budget_continues_a_completed_run(runs):
     (["model.heads=4"], "error: model.heads=4: resume= continues the run with its own config"),
     (["optim.lr=0.1"], "error: optim.lr=0.1: resume= continues the run with its own config"),
 ])
-def test_resume_refuses_anything_but_budget_keys(runs, extra, expected):
-    before = sorted(p.name for p in runs.interrupted.rglob("*"))
-    proc = runs.run("train.py", f"resume={runs.interrupted}", *extra, check=False)
+def test_resume_refuses_anything_but_budget_keys(run_cli, tmp_path, extra, expected):
+    run_dir = fake_run(tmp_path / "run", "interrupted")  # refused before Hydra starts: no training needed
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    proc = run_cli("train.py", f"resume={run_dir}", *extra, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         expected + f"; only trainer.max_epochs, trainer.max_steps, trainer.max_time and budget.* may change "
         f"(start a new run to change {extra[0].split('=')[0]})"]
-    assert sorted(p.name for p in runs.interrupted.rglob("*")) == before
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
 
 
 def test_resume_of_a_folder_that_is_not_a_run(run_cli, tmp_path):
