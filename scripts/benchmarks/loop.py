@@ -1,14 +1,15 @@
 """`loop`: the Lightning training loop `python train.py` runs against a plain torch loop.
 
 Both train the same model (the config's module, same seed), on the same batches (the run's own
-DataModule), with the same AdamW, LR schedule and gradient clipping. The Lightning side is the
-Trainer `train.py` builds (``build_module`` + ``build_trainer`` from the composed config, with
-the run's ``RunRecorder``), with validation, checkpoints, progress bar and loggers off, since
-the plain loop has none of them. A step's time is the wall time between the ends of two
-consecutive training steps, so it includes everything each loop does between steps (fetching
-the batch, hooks, logging); the median and the fastest step are reported. Rounds alternate
-between the two loops so that other load on the machine hits both alike; on a shared machine the
-fastest steps (the least disturbed) compare the loops best.
+DataModule), with the same fused AdamW, LR schedule and gradient clipping. The Lightning side is
+the Trainer `train.py` builds (``build_module`` + ``build_trainer`` from the composed config,
+with the run's ``RunRecorder``), with validation, checkpoints, progress bar and loggers off,
+since the plain loop has none of them. The two run paired, step by step, in one process: after
+each Lightning step a callback runs one plain-loop step (its own copy of the model, optimizer,
+schedule and data iterator), so whatever other load the machine carries hits both members of
+a pair alike. A Lightning step is the wall time from the end of the previous plain step to the
+end of this Lightning step (fetching the batch, hooks, logging, the step); a plain step is the
+same for its loop. The ratio of each pair is reported, its median over the pairs.
 """
 
 from __future__ import annotations
@@ -29,23 +30,55 @@ from article_gpt.training.module import lr_lambda
 from benchmarks.common import ROOT, Result, environment
 
 
-class StepClock(L.Callback):
-    """perf_counter() at the end of every training step."""
+class PairedPlainLoop(L.Callback):
+    """After each Lightning step, one step of a plain torch loop; both timed (module docstring)."""
 
-    def __init__(self) -> None:
-        self.ends: list[float] = []
+    def __init__(self, cfg, resolved: dict, steps: int) -> None:
+        from hydra.utils import instantiate
+
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        self.datamodule = instantiate(cfg.data, _convert_="all")
+        self.datamodule.setup("fit")
+        module = build_module(resolved)  # the same model, built the same way
+        self.model, o = module.model.train(), module.optim
+        self.opt = torch.optim.AdamW(self.model.param_groups(o.weight_decay), lr=o.lr, betas=tuple(o.betas),
+                                     fused=True)
+        warmup = min(o.warmup_steps, steps)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_lambda(s, warmup, steps, o.min_lr_ratio))
+        self.clip = cfg.trainer.gradient_clip_val
+        self.batches = iter(())
+        self.pairs: list[tuple[float, float]] = []  # (lightning s, plain s)
+        self._end = None
+
+    def _next_batch(self):
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.datamodule.train_dataloader())
+            return next(self.batches)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.ends.append(time.perf_counter())
+        lightning_end = time.perf_counter()
+        x, y = self._next_batch()
+        _, loss = self.model(x, y)
+        loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        plain_end = time.perf_counter()
+        if self._end is not None:
+            self.pairs.append((lightning_end - self._end, plain_end - lightning_end))
+        self._end = plain_end
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("loop", help="the Lightning loop of train.py against a plain torch loop",
                        description=__doc__.split("\n\n")[1])
     p.add_argument("overrides", nargs="*", help="train.py overrides, e.g. model=small dataloader.batch_size=8")
-    p.add_argument("--steps", type=int, default=24, help="training steps per round (default: 24)")
-    p.add_argument("--rounds", type=int, default=2, help="rounds of each loop, alternating (default: 2)")
-    p.add_argument("--skip", type=int, default=3, help="first steps of a round left out (default: 3)")
+    p.add_argument("--steps", type=int, default=30, help="paired steps (default: 30)")
+    p.add_argument("--skip", type=int, default=3, help="first pairs left out (default: 3)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON")
     p.set_defaults(bench=bench)
@@ -60,68 +93,28 @@ def config(overrides: list[str], steps: int, tmp: str):
     return cfg, OmegaConf.to_container(cfg, resolve=True)
 
 
-def lightning_round(cfg, resolved, tmp: str) -> list[float]:
-    from hydra.utils import instantiate
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    module = build_module(resolved)
-    clock = StepClock()
-    trainer = build_trainer(cfg, [], [RunRecorder(), clock], tmp)
-    trainer.fit(module, datamodule=datamodule)
-    return [b - a for a, b in zip(clock.ends, clock.ends[1:])]
-
-
-def plain_round(cfg, resolved, steps: int) -> list[float]:
-    from hydra.utils import instantiate
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.setup("fit")
-    module = build_module(resolved)  # the same model, built the same way
-    model, o = module.model.train(), module.optim
-    opt = torch.optim.AdamW(model.param_groups(o.weight_decay), lr=o.lr, betas=tuple(o.betas), fused=True)
-    warmup = min(o.warmup_steps, steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warmup, steps, o.min_lr_ratio))
-    clip = cfg.trainer.gradient_clip_val
-    ends, step = [], 0
-    while step < steps:
-        for x, y in datamodule.train_dataloader():
-            _, loss = model(x, y)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            ends.append(time.perf_counter())
-            step += 1
-            if step == steps:
-                break
-    return [b - a for a, b in zip(ends, ends[1:])]
-
-
 def bench(args: argparse.Namespace) -> Result:
     import tempfile
 
-    rows, per_loop = [], {"lightning": [], "plain torch": []}
+    from hydra.utils import instantiate
+
     with tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
         cfg, resolved = config(args.overrides, args.steps, tmp)
         tokens = cfg.dataloader.batch_size * cfg.model.block_size
-        for r in range(args.rounds):
-            for name in ("lightning", "plain torch"):
-                steps = (lightning_round(cfg, resolved, tmp) if name == "lightning"
-                         else plain_round(cfg, resolved, args.steps))[args.skip:]
-                per_loop[name] += steps
-                rows.append({"round": r + 1, "loop": name, "steps timed": len(steps),
-                             "median ms/step": 1e3 * statistics.median(steps), "fastest ms/step": 1e3 * min(steps),
-                             "tokens/s (median)": tokens / statistics.median(steps)})
-    med = {k: statistics.median(v) for k, v in per_loop.items()}
-    best = {k: min(v) for k, v in per_loop.items()}
+        plain = PairedPlainLoop(cfg, resolved, args.steps)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = instantiate(cfg.data, _convert_="all")
+        module = build_module(resolved)
+        trainer = build_trainer(cfg, [], [RunRecorder(), plain], tmp)
+        trainer.fit(module, datamodule=datamodule)
+    pairs = plain.pairs[args.skip:]
+    ratios = [lt / pt for lt, pt in pairs]
+    rows = [{"loop": name, "pairs": len(pairs), "median ms/step": 1e3 * statistics.median(ts),
+             "fastest ms/step": 1e3 * min(ts), "tokens/s (median)": tokens / statistics.median(ts)}
+            for name, ts in (("lightning", [p[0] for p in pairs]), ("plain torch", [p[1] for p in pairs]))]
     summary = {
-        "lightning / plain, median steps": round(med["lightning"] / med["plain torch"], 4),
-        # on a shared machine the fastest step of each is the one least slowed by other load
-        "lightning / plain, fastest steps": round(best["lightning"] / best["plain torch"], 4),
+        "lightning / plain, median of the paired ratios": round(statistics.median(ratios), 4),
+        "paired ratios, quartiles": " ".join(f"{q:.3f}" for q in statistics.quantiles(ratios, n=4)),
         "config": " ".join(args.overrides) or "defaults",
         "model": f"{cfg.model.num_layers} layers, width {cfg.model.embedding_dim}, block {cfg.model.block_size}, "
         f"batch {cfg.dataloader.batch_size}",
