@@ -64,15 +64,21 @@ def test_external_signal_during_training_saves_and_exits(clean_env, outputs, sig
 
 
 @pytest.mark.slow
-def test_sigint_stops_at_the_end_of_the_step_and_exits_130(run_cli, outputs):
-    proc = run_cli("tests/interrupt_at.py", "2", "SIGINT", *LONG, f"paths.log_dir={outputs}", check=False)
+def test_sigint_at_an_epoch_end_stops_after_its_validation_and_resumes(run_cli, outputs):
+    # step 3 is the epoch's last: its validation runs, then the run stops and exits 130
+    proc = run_cli("tests/interrupt_at.py", "3", "SIGINT", *LONG, f"paths.log_dir={outputs}", check=False, timeout=900)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "SIGINT received: saving a checkpoint at the end of this step" in proc.stderr
     assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
     (run_dir,) = run_dirs(outputs)
     m = read_metrics(run_dir)
-    assert m["status"] == "interrupted" and m["error"] == "Interrupted: SIGINT received at step 2"
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert m["status"] == "interrupted" and m["error"] == "Interrupted: SIGINT received at step 3"
+    assert [step for step, _ in m["val_curve"]] == [0, 3]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    run_cli("train.py", f"resume={run_dir}", "trainer.max_steps=6", timeout=900)
+    m = read_metrics(run_dir)
+    assert m["status"] == "completed" and m["steps"] == 6 and m["resumes"][0]["from_step"] == 3
+    assert [step for step, _ in m["val_curve"]] == [0, 3, 6]  # no validation repeated or skipped
 
 
 @pytest.mark.slow
