@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The tests never have a network: Hugging Face's hub is asked from the local cache only, so a hub
+# name fails at once instead of after connection retries (set before huggingface_hub is imported).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # A model small enough for a whole run in a few seconds on 2 cores.
 TINY = [

@@ -55,6 +55,15 @@ def test_every_option_composes_validates_and_instantiates(tmp_path, group, optio
         with pytest.raises(ConfigError, match="trainer.accelerator=gpu: .*use trainer=cpu"):
             validate(cfg)
         return
+    if cfg.trainer.accelerator == "mps" and not torch.backends.mps.is_available():
+        with pytest.raises(ConfigError, match="trainer.accelerator=mps: .*use trainer=cpu"):
+            validate(cfg)
+        return
+    if cfg.model.get("pretrained") and not Path(str(cfg.model.pretrained)).is_dir():
+        # a hub name needs a network the tests never have (tests/test_pretrained.py loads local dirs)
+        with pytest.raises(ConfigError, match=f"model.pretrained={cfg.model.pretrained}: .*offline, pass a local dir"):
+            validate(cfg)
+        return
     validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
