@@ -74,6 +74,21 @@ def test_cpu_peak_cache_keeps_the_best_then_only_reads(tmp_path):
     assert set(json.loads(cache.read_text())) == {key, mfu.cpu_key(2)}
 
 
+def test_a_run_faster_than_the_cached_peak_measures_again_and_never_reports_over_100(tmp_path):
+    cache = tmp_path / "peaks.json"
+    key = mfu.cpu_key(1)
+    # a peak measured while other work held the cores, already read-only (MEASUREMENTS reached)
+    cache.write_text(json.dumps({key: {"flops": 1e3, "measurements": mfu.MEASUREMENTS}}))
+    run = {"tokens_per_sec": 1e3, "flops_per_token": 1e4, "threads": 1}  # 1e7 FLOP/s achieved
+    record = mfu.run_record(None, run, "32-true", False, cache_file=cache)
+    assert 0 < record["mfu"] <= 1 and record["peak_flops"] > 1e7
+    assert json.loads(cache.read_text())[key]["flops"] == record["peak_flops"]  # the cache was raised
+    # a figure no CPU reaches: no MFU rather than one above 100%, and the reason says what to do
+    run = {"tokens_per_sec": 1e9, "flops_per_token": 1e9, "threads": 1}
+    record = mfu.run_record(None, run, "32-true", False, cache_file=cache)
+    assert record["mfu"] is None and "benchmark.py peak" in record["peak_source"]
+
+
 def test_measured_peak_is_plausible():
     flops = mfu.measure_matmul_peak(torch.device("cpu"), n=256, seconds=0.02)
     assert 1e8 < flops < 1e14  # between a very slow core and far beyond any CPU
