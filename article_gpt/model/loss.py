@@ -1,17 +1,22 @@
 """Output projection + cross-entropy over vocabulary chunks, never materializing all logits.
 
 At small widths the 50k-vocabulary head and its loss are most of a training step (see
-README, Performance): the (tokens x 50257) logits are written, read by the softmax, written
-again as gradients and read by two more matmuls, far more memory traffic than compute.
-
-Here the loss walks the vocabulary in chunks, keeping one (tokens x chunk) block in cache at
-a time, and computes the gradients in the forward pass (the approach of Liger-Kernel's fused
-linear cross-entropy and of Cut Cross-Entropy), so the backward pass only scales them:
-1. each chunk's logits feed an online log-sum-exp (no (tokens x vocab) buffer);
-2. each chunk's logits, recomputed, become p = softmax, which goes straight into
-   d hidden += p @ W_c and d W_c = p^T @ hidden;
+README, Performance): three (tokens x vocab x width) matmuls (the logits and the two
+gradients) against a few light layers. This loss computes the gradients in the forward pass
+(the approach of Liger-Kernel's fused linear cross-entropy and of Cut Cross-Entropy), so the
+backward pass only scales them, and runs exactly those three matmuls, each on a
+(tokens x chunk) block that stays in cache:
+1. per vocabulary chunk: logits, then e = exp(logits - running row max), which feeds the
+   softmax denominator and d hidden += e @ W_c at once; both are rescaled when the running
+   max grows (the online softmax of FlashAttention). e is kept in a reused workspace.
+2. once the log-sum-exp is known, per chunk: d W_c = e^T @ (hidden * exp(max_c - lse)),
+   the softmax's per-row scale folded into the small (tokens x width) side.
 3. the target's one-hot part of softmax - onehot is subtracted once at the end, as a gather
    of the target rows of W and an index_add into d W, so no chunk needs a mask.
+Keeping e instead of recomputing the logits saves a fourth matmul and a second exp for one
+write and one read of the workspace. The workspace is bounded (``WORKSPACE_BYTES``): longer
+batches run in blocks of tokens, and it is reused from step to step, since a fresh buffer
+that size costs a page fault per 4 KiB on every step.
 The target logits are dot products of each hidden state with its target's row of W.
 
 The result equals ``F.cross_entropy(x @ W.T + b, t, ignore_index=...)``: the mean over the
@@ -27,6 +32,18 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100  # F.cross_entropy's default, the convention for padding
+WORKSPACE_BYTES = 256 << 20  # the most the kept exp(logits) may hold; more tokens run in blocks
+_workspaces: dict[tuple, torch.Tensor] = {}
+
+
+def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A flat buffer of at least ``numel`` elements, kept between calls (one per device and dtype)."""
+    key = (device, dtype)
+    buf = _workspaces.get(key)
+    if buf is None or buf.numel() < numel:
+        _workspaces.pop(key, None)  # free the old one before the larger one is allocated
+        buf = _workspaces[key] = torch.empty(numel, dtype=dtype, device=device)
+    return buf
 
 
 def _check_targets(targets: torch.Tensor, valid: torch.Tensor, vocab: int) -> None:
@@ -83,35 +100,63 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, targets, chunk: int, ignore_index: int):
         amp_dtype, valid, safe, count = _prepare(x, weight, bias, targets, ignore_index)
-        lse = _log_sum_exp(x, weight, bias, chunk)
-        loss = _loss(lse, _target_logits(x, weight, bias, safe, amp_dtype), valid, count)
-
+        acc, (n_tok, width), vocab = _acc(x), x.shape, weight.size(0)
         # d loss / d logits = (softmax - onehot) * row_scale, with row_scale 0 on ignored rows
-        acc = _acc(x)
         row_scale = valid.to(acc) / count.clamp(min=1)
         xf = x.to(acc)
-        grad_x = torch.zeros_like(xf)
+        mm = (lambda t: t) if amp_dtype is None else (lambda t: t.to(amp_dtype))  # matmul operands
+        lse = torch.empty(n_tok, device=x.device, dtype=acc)
+        grad_x = torch.empty_like(xf)
         grad_w = torch.empty(weight.shape, device=x.device, dtype=acc) if ctx.needs_input_grad[1] else None
-        grad_b = torch.empty(bias.shape, device=x.device, dtype=acc) if ctx.needs_input_grad[2] else None
-        for lo in range(0, weight.size(0), chunk):
-            w_c, hi = weight[lo : lo + chunk], min(lo + chunk, weight.size(0))
-            p = F.linear(x, w_c, None if bias is None else bias[lo:hi]).to(acc)
-            p.sub_(lse[:, None]).exp_().mul_(row_scale[:, None])
-            if amp_dtype is None:  # fp32: write into the accumulators, no temporaries
-                grad_x.addmm_(p, w_c.to(acc))
+        grad_b = torch.zeros(bias.shape, device=x.device, dtype=acc) if ctx.needs_input_grad[2] else None
+        chunks = [(lo, min(lo + chunk, vocab)) for lo in range(0, vocab, chunk)]
+        rows = max(1, min(n_tok, WORKSPACE_BYTES // (vocab * xf.element_size())))
+        ws = _workspace(rows * vocab, acc, x.device)
+        for r0 in range(0, n_tok, rows):
+            xb, n = x[r0 : r0 + rows], min(rows, n_tok - r0)
+            run_max = torch.full((n,), float("-inf"), device=x.device, dtype=acc)
+            denom = torch.zeros(n, device=x.device, dtype=acc)
+            gx = grad_x[r0 : r0 + n].zero_()
+            maxes = torch.empty(len(chunks), n, device=x.device, dtype=acc)
+            for i, (lo, hi) in enumerate(chunks):  # 1. logits -> e, denominator, d hidden
+                e, w_c = ws[lo * n : hi * n].view(n, hi - lo), weight[lo:hi]
+                if amp_dtype is None and bias is None and x.dtype == acc:
+                    torch.mm(xb, w_c.t(), out=e)
+                else:
+                    e.copy_(F.linear(mm(xb), mm(w_c), None if bias is None else bias[lo:hi]))
+                new_max = torch.maximum(run_max, e.amax(1), out=maxes[i])
+                rescale = (run_max - new_max).exp_()  # 0 on the first chunk (-inf)
+                e.sub_(new_max[:, None]).exp_()
+                denom.mul_(rescale).add_(e.sum(1))
+                if amp_dtype is None:
+                    gx.mul_(rescale[:, None]).addmm_(e, w_c.to(acc))
+                else:
+                    gx.mul_(rescale[:, None]).add_(mm(e) @ mm(w_c))
+                run_max = new_max
+            lse_b = lse[r0 : r0 + n]
+            torch.add(run_max, denom.log(), out=lse_b)
+            gx.mul_((row_scale[r0 : r0 + n] / denom)[:, None])  # softmax = e * exp(max - lse)
+            for i, (lo, hi) in enumerate(chunks):  # 2. d W_c (and d b_c) from the kept e
+                if grad_w is None and grad_b is None:
+                    break
+                e = ws[lo * n : hi * n].view(n, hi - lo)
+                scale = (maxes[i] - lse_b).exp_().mul_(row_scale[r0 : r0 + n])
                 if grad_w is not None:
-                    torch.mm(p.t(), xf, out=grad_w[lo:hi])
-            else:  # autocast: the matmuls in its dtype, as the plain path's backward does
-                grad_x += p.to(amp_dtype) @ w_c.to(amp_dtype)
-                if grad_w is not None:
-                    grad_w[lo:hi] = p.t().to(amp_dtype) @ x.to(amp_dtype)
-            if grad_b is not None:
-                grad_b[lo:hi] = p.sum(0)
+                    xs = xf[r0 : r0 + n] * scale[:, None]
+                    if amp_dtype is not None:
+                        part = (mm(e).t() @ mm(xs)).to(acc)
+                        grad_w[lo:hi] = part if r0 == 0 else grad_w[lo:hi] + part
+                    elif r0 == 0:
+                        torch.mm(e.t(), xs, out=grad_w[lo:hi])
+                    else:
+                        grad_w[lo:hi].addmm_(e.t(), xs)
+                if grad_b is not None:
+                    grad_b[lo:hi].addmv_(e.t(), scale)
+        loss = _loss(lse, _target_logits(x, weight, bias, safe, amp_dtype), valid, count)
         # the one-hot part, once for all chunks
-        onehot_x = xf * row_scale[:, None]
         grad_x.sub_(weight[safe].to(acc) * row_scale[:, None])
         if grad_w is not None:
-            grad_w.index_add_(0, safe, onehot_x, alpha=-1.0)
+            grad_w.index_add_(0, safe, xf * row_scale[:, None], alpha=-1.0)
         if grad_b is not None:
             grad_b.index_add_(0, safe, row_scale, alpha=-1.0)
         ctx.save_for_backward(grad_x, grad_w, grad_b)
