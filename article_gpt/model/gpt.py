@@ -31,7 +31,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms
     tie_weights: bool = True  # share the token embedding with the output projection
     # > 0: training loss fused with the output projection over vocabulary chunks of this
-    # size, never materializing the (tokens x vocab) logits (article_gpt/loss.py); 0: plain.
+    # size, never materializing the (tokens x vocab) logits (article_gpt/model/loss.py); 0: plain.
     loss_chunk_size: int = 0
     # "none": exact erf GELU; "tanh": the tanh approximation GPT-2 was trained with ("gelu_new").
     gelu_approximate: str = "none"
