@@ -177,6 +177,10 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         return out[0], out[1], out[2], None, None, None
 
 
+# Never traced by torch.compile (``compile=true`` compiles the model around it): unrolling two
+# passes over ~50 vocabulary chunks made compiling a 6-step debug run on the CPU take 4 minutes,
+# and the loss is a few large matmuls that compiling cannot speed up. It runs eagerly in between.
+@torch.compiler.disable
 def linear_cross_entropy(
     x: torch.Tensor,
     weight: torch.Tensor,
