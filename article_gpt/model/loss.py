@@ -96,67 +96,83 @@ def _loss(lse, target_logit, valid, count):
     return torch.where(valid, lse - target_logit, 0.0).sum() / count  # 0 / 0 = NaN, as in F.cross_entropy
 
 
+def _exp_pass(xb, weight, bias, chunks, ws, amp_dtype, acc):
+    """Pass 1 over one block of tokens: per vocabulary chunk, the logits become
+    e = exp(logits - running row max), kept in ``ws``; they feed the softmax denominator and
+    the unnormalized d hidden = sum e @ W_c, both rescaled whenever the row max grows.
+    Returns the block's log-sum-exp, each chunk's row max, and d hidden / denominator."""
+    n = xb.size(0)
+    mm = (lambda t: t) if amp_dtype is None else (lambda t: t.to(amp_dtype))  # matmul operands
+    run_max = torch.full((n,), float("-inf"), device=xb.device, dtype=acc)
+    denom = torch.zeros(n, device=xb.device, dtype=acc)
+    gx = torch.zeros(n, xb.size(1), device=xb.device, dtype=acc)
+    maxes = torch.empty(len(chunks), n, device=xb.device, dtype=acc)
+    for i, (lo, hi) in enumerate(chunks):
+        e, w_c = ws[lo * n : hi * n].view(n, hi - lo), weight[lo:hi]
+        if amp_dtype is None and bias is None and xb.dtype == acc:
+            torch.mm(xb, w_c.t(), out=e)
+        else:  # a bias, or autocast: the matmul in its dtype, as the plain path's F.linear
+            e.copy_(F.linear(mm(xb), mm(w_c), None if bias is None else bias[lo:hi]))
+        new_max = torch.maximum(run_max, e.amax(1), out=maxes[i])
+        rescale = (run_max - new_max).exp_()  # 0 on the first chunk (-inf)
+        e.sub_(new_max[:, None]).exp_()
+        denom.mul_(rescale).add_(e.sum(1))
+        if amp_dtype is None:
+            gx.mul_(rescale[:, None]).addmm_(e, w_c.to(acc))
+        else:
+            gx.mul_(rescale[:, None]).add_(mm(e) @ mm(w_c))
+        run_max = new_max
+    return run_max + denom.log(), maxes, gx.div_(denom[:, None])
+
+
+def _head_grad_pass(xb, scale_rows, lse, maxes, chunks, ws, grad_w, grad_b, first, amp_dtype, acc):
+    """Pass 2 over one block of tokens: each kept chunk e gives d W_c = e^T @ (x * s) and
+    d b_c = e^T @ s, with s = exp(chunk max - lse) * row scale, the softmax's normalization
+    folded into the small (tokens x width) side. ``first``: write d W, else add to it."""
+    n = xb.size(0)
+    xf = xb.to(acc)
+    for i, (lo, hi) in enumerate(chunks):
+        e = ws[lo * n : hi * n].view(n, hi - lo)
+        s = (maxes[i] - lse).exp_().mul_(scale_rows)
+        if grad_w is not None:
+            xs = xf * s[:, None]
+            if amp_dtype is not None:
+                part = (e.t().to(amp_dtype) @ xs.to(amp_dtype)).to(acc)
+                grad_w[lo:hi] = part if first else grad_w[lo:hi] + part
+            elif first:
+                torch.mm(e.t(), xs, out=grad_w[lo:hi])
+            else:
+                grad_w[lo:hi].addmm_(e.t(), xs)
+        if grad_b is not None:
+            grad_b[lo:hi].addmv_(e.t(), s)
+
+
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, targets, chunk: int, ignore_index: int):
         amp_dtype, valid, safe, count = _prepare(x, weight, bias, targets, ignore_index)
-        acc, (n_tok, width), vocab = _acc(x), x.shape, weight.size(0)
+        acc, n_tok, vocab = _acc(x), x.size(0), weight.size(0)
         # d loss / d logits = (softmax - onehot) * row_scale, with row_scale 0 on ignored rows
         row_scale = valid.to(acc) / count.clamp(min=1)
-        xf = x.to(acc)
-        mm = (lambda t: t) if amp_dtype is None else (lambda t: t.to(amp_dtype))  # matmul operands
         lse = torch.empty(n_tok, device=x.device, dtype=acc)
-        grad_x = torch.empty_like(xf)
+        grad_x = torch.empty(x.shape, device=x.device, dtype=acc)
         grad_w = torch.empty(weight.shape, device=x.device, dtype=acc) if ctx.needs_input_grad[1] else None
         grad_b = torch.zeros(bias.shape, device=x.device, dtype=acc) if ctx.needs_input_grad[2] else None
         chunks = [(lo, min(lo + chunk, vocab)) for lo in range(0, vocab, chunk)]
-        rows = max(1, min(n_tok, WORKSPACE_BYTES // (vocab * xf.element_size())))
+        rows = max(1, min(n_tok, WORKSPACE_BYTES // (vocab * torch.finfo(acc).bits // 8)))
         ws = _workspace(rows * vocab, acc, x.device)
-        for r0 in range(0, n_tok, rows):
-            xb, n = x[r0 : r0 + rows], min(rows, n_tok - r0)
-            run_max = torch.full((n,), float("-inf"), device=x.device, dtype=acc)
-            denom = torch.zeros(n, device=x.device, dtype=acc)
-            gx = grad_x[r0 : r0 + n].zero_()
-            maxes = torch.empty(len(chunks), n, device=x.device, dtype=acc)
-            for i, (lo, hi) in enumerate(chunks):  # 1. logits -> e, denominator, d hidden
-                e, w_c = ws[lo * n : hi * n].view(n, hi - lo), weight[lo:hi]
-                if amp_dtype is None and bias is None and x.dtype == acc:
-                    torch.mm(xb, w_c.t(), out=e)
-                else:
-                    e.copy_(F.linear(mm(xb), mm(w_c), None if bias is None else bias[lo:hi]))
-                new_max = torch.maximum(run_max, e.amax(1), out=maxes[i])
-                rescale = (run_max - new_max).exp_()  # 0 on the first chunk (-inf)
-                e.sub_(new_max[:, None]).exp_()
-                denom.mul_(rescale).add_(e.sum(1))
-                if amp_dtype is None:
-                    gx.mul_(rescale[:, None]).addmm_(e, w_c.to(acc))
-                else:
-                    gx.mul_(rescale[:, None]).add_(mm(e) @ mm(w_c))
-                run_max = new_max
-            lse_b = lse[r0 : r0 + n]
-            torch.add(run_max, denom.log(), out=lse_b)
-            gx.mul_((row_scale[r0 : r0 + n] / denom)[:, None])  # softmax = e * exp(max - lse)
-            for i, (lo, hi) in enumerate(chunks):  # 2. d W_c (and d b_c) from the kept e
-                if grad_w is None and grad_b is None:
-                    break
-                e = ws[lo * n : hi * n].view(n, hi - lo)
-                scale = (maxes[i] - lse_b).exp_().mul_(row_scale[r0 : r0 + n])
-                if grad_w is not None:
-                    xs = xf[r0 : r0 + n] * scale[:, None]
-                    if amp_dtype is not None:
-                        part = (mm(e).t() @ mm(xs)).to(acc)
-                        grad_w[lo:hi] = part if r0 == 0 else grad_w[lo:hi] + part
-                    elif r0 == 0:
-                        torch.mm(e.t(), xs, out=grad_w[lo:hi])
-                    else:
-                        grad_w[lo:hi].addmm_(e.t(), xs)
-                if grad_b is not None:
-                    grad_b[lo:hi].addmv_(e.t(), scale)
+        for r0 in range(0, n_tok, rows):  # blocks of tokens whose exp(logits) fit the workspace
+            block = slice(r0, r0 + rows)
+            lse[block], maxes, gx = _exp_pass(x[block], weight, bias, chunks, ws, amp_dtype, acc)
+            grad_x[block] = gx * row_scale[block, None]  # softmax @ W: e / denominator, rescaled
+            if grad_w is not None or grad_b is not None:
+                _head_grad_pass(x[block], row_scale[block], lse[block], maxes, chunks, ws, grad_w, grad_b,
+                                r0 == 0, amp_dtype, acc)
         loss = _loss(lse, _target_logits(x, weight, bias, safe, amp_dtype), valid, count)
         # the one-hot part, once for all chunks
         grad_x.sub_(weight[safe].to(acc) * row_scale[:, None])
         if grad_w is not None:
-            grad_w.index_add_(0, safe, xf * row_scale[:, None], alpha=-1.0)
+            grad_w.index_add_(0, safe, x.to(acc) * row_scale[:, None], alpha=-1.0)
         if grad_b is not None:
             grad_b.index_add_(0, safe, row_scale, alpha=-1.0)
         ctx.save_for_backward(grad_x, grad_w, grad_b)
