@@ -161,6 +161,7 @@ GENERATE_RULES: dict[str, Rule] = {
     "compile": BOOL,
     "device": ((lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None),
                "auto, cpu, cuda or cuda:N"),
+    "quantize": ((lambda v: v is None or v == "int8"), "null (fp32) or int8 (int8 weights, CPU)"),
     "out": ((lambda v: v is None or isinstance(v, str)), "a file path or null"),
 }
 
@@ -219,6 +220,9 @@ def _validate_run_end(cfg: DictConfig) -> None:
 def validate_generate(cfg: DictConfig) -> None:
     """The generation options (conf/generate.yaml)."""
     check_rules(cfg, GENERATE_RULES)
+    if cfg.quantize is not None and cfg.device.startswith("cuda"):  # the int8 kernel is torch's CPU one
+        raise ConfigError(f"quantize={cfg.quantize} with device={cfg.device}: int8 decoding runs on the CPU; "
+                          "use device=cpu (or auto) or quantize=null")
 
 
 def register_resolvers() -> None:

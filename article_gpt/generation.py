@@ -61,11 +61,17 @@ def run(cfg: DictConfig) -> None:
     out = prepare_out(cfg.out)
     from article_gpt.model.checkpoint import load_model, resolve_checkpoint  # imports torch: only after the checks
 
-    device = pick_device(cfg.device)
+    device = pick_device("cpu" if cfg.quantize else cfg.device)  # int8: validated as cpu or auto
     loaded = load_model(resolve_checkpoint(str(cfg.ckpt), Path(cfg.paths.log_dir)), device)
     model = loaded.model
     print(f"checkpoint: {loaded.path} ({model.num_params()['params_total'] / 1e6:.1f}M parameters, "
           f"block_size {model.cfg.block_size}, {device})", file=sys.stderr, flush=True)
+    if cfg.quantize == "int8":
+        from article_gpt.model.quantize import quantize_int8
+
+        before, after = quantize_int8(model)
+        print(f"int8 weights: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB (every Linear and the output head; "
+              "embeddings stay fp32)", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     texts, n_new = complete(cfg, loaded, prompts)
     seconds = time.perf_counter() - t0

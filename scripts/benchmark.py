@@ -2,7 +2,7 @@
 
 Subcommands:
   train       training-step tokens/s, FLOP/s and MFU, plain vs fused (chunked) vocabulary loss
-  generate    decoding tokens/s with and without the KV cache (random weights: speed only)
+  generate    decoding tokens/s with and without the KV cache; --quantize int8 adds int8 weights
   vs-nanogpt  python train.py against karpathy/nanoGPT's train.py, same shape and articles
   loop        the Lightning loop of train.py against a plain torch loop
   memory      peak memory of one training step, plain vs fused loss (default model=gpt2)
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import statistics
 import sys
 from dataclasses import asdict
@@ -29,8 +30,10 @@ from pathlib import Path
 import torch
 
 from article_gpt.data.tokenizer import encode
+from article_gpt.model.checkpoint import load_model
 from article_gpt.model.decoding import generate
 from article_gpt.model.gpt import GPT, GPTConfig
+from article_gpt.model.quantize import logits_loss, quantize_int8
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks/ subcommand modules
 from benchmarks import loop, memory, nanogpt, scaling  # noqa: E402
@@ -95,33 +98,34 @@ def bench_train(args: argparse.Namespace) -> Result:
 
 # ---- generate ---------------------------------------------------------------------------------
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="decoding speed with and without the KV cache",
-                       description="Greedy decoding of --new-tokens tokens (fp32, random weights), timed with "
-                       "the KV cache and with the window recomputed every step.")
+    p = sub.add_parser("generate", help="decoding speed with and without the KV cache, fp32 or int8 weights",
+                       description="Greedy decoding of --new-tokens tokens (random weights unless --ckpt), timed "
+                       "with the KV cache and with the window recomputed every step; with --quantize int8 the "
+                       "same with int8 weights (article_gpt/model/quantize.py), side by side, and with --ckpt "
+                       "the validation perplexity of the checkpoint in both modes.")
     p.add_argument("--model", default="small", help="a conf/model preset (default: small)")
     p.add_argument("--new-tokens", type=int, default=200)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--prompt", default="Backpropagation is")
     p.add_argument("--prompt-tokens", type=int, help="repeat the prompt's tokens up to this length")
+    p.add_argument("--quantize", choices=["int8"], help="also time int8 weights (generate.py quantize=int8)")
+    p.add_argument("--ckpt", type=Path, help="a trained checkpoint instead of random --model weights; with "
+                   "--quantize also its perplexity on --val through the logits path, fp32 vs int8")
+    p.add_argument("--val", type=Path, default=Path("data/val.txt"), help="text for --ckpt's perplexity")
     add_common_options(p)
     p.set_defaults(bench=bench_generate)
 
 
-def bench_generate(args: argparse.Namespace) -> Result:
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    model = GPT(model_config(args.model)).to(device=device, dtype=torch.float32).eval()
-    ids = encode(args.prompt)
-    if args.prompt_tokens:
-        ids = (ids * (args.prompt_tokens // len(ids) + 1))[: args.prompt_tokens]
-    prompt = torch.tensor([ids] * args.batch, device=device)
-    rows, tokens = [], {}
+def _decode_rows(model: GPT, prompt: torch.Tensor, weights: str, args: argparse.Namespace,
+                 tokens: dict) -> list[dict]:
+    rows = []
     for use_cache in (True, False):
         run = functools.partial(generate, model, prompt, args.new_tokens, temperature=0, use_cache=use_cache)
-        tokens[use_cache] = run()  # also the first warmup: the outputs are compared below
+        tokens[weights, use_cache] = run()  # also the first warmup: the outputs are compared below
         seconds = timings(run, max(0, args.warmup - 1), args.repeats)
         median = statistics.median(seconds)
         rows.append({
+            "weights": weights,
             "decoding": "KV cache" if use_cache else "recompute window",
             "new tokens": args.new_tokens,
             "batch": args.batch,
@@ -130,16 +134,51 @@ def bench_generate(args: argparse.Namespace) -> Result:
             "ms/token": 1e3 * median / args.new_tokens,
             "runs (s)": [round(s, 3) for s in seconds],
         })
+    return rows
+
+
+def bench_generate(args: argparse.Namespace) -> Result:
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    if args.ckpt is not None:
+        model = load_model(args.ckpt, device).model
+    else:
+        model = GPT(model_config(args.model)).to(device=device, dtype=torch.float32).eval()
+    ids = encode(args.prompt)
+    if args.prompt_tokens:
+        ids = (ids * (args.prompt_tokens // len(ids) + 1))[: args.prompt_tokens]
+    prompt = torch.tensor([ids] * args.batch, device=device)
+    val = torch.tensor(encode(args.val.read_text(encoding="utf-8"))) if args.ckpt and args.quantize else None
+    tokens: dict = {}
+    rows = _decode_rows(model, prompt, "fp32", args, tokens)
     cfg = model.cfg
     summary = {
         "speedup": rows[0]["tokens/s"] / rows[1]["tokens/s"],
-        "same_tokens": tokens[True] == tokens[False],
-        "model": f"{args.model}: block {cfg.block_size}, width {cfg.embedding_dim}, {cfg.num_layers} layers, "
-        f"{cfg.heads}x{cfg.head_size} heads, {model.num_params()['params_total'] / 1e6:.1f}M params",
+        "same_tokens": tokens["fp32", True] == tokens["fp32", False],
+        "model": f"{args.ckpt or args.model}: block {cfg.block_size}, width {cfg.embedding_dim}, "
+        f"{cfg.num_layers} layers, {cfg.heads}x{cfg.head_size} heads, "
+        f"{model.num_params()['params_total'] / 1e6:.1f}M params",
+    }
+    if args.quantize:
+        fp32_loss = logits_loss(model, val) if val is not None else None
+        before, after = quantize_int8(model)
+        rows += _decode_rows(model, prompt, "int8", args, tokens)
+        summary["int8 over fp32, KV cache"] = f"{rows[2]['tokens/s'] / rows[0]['tokens/s']:.2f}x"
+        summary["int8 over fp32, recompute window"] = f"{rows[3]['tokens/s'] / rows[1]['tokens/s']:.2f}x"
+        summary["matmul weights MB, fp32 -> int8"] = f"{before / 1e6:.1f} -> {after / 1e6:.1f}"
+        a, b = tokens["fp32", True][0], tokens["int8", True][0]
+        same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        summary["int8 greedy = fp32 greedy (row 1)"] = f"first {same} of {len(a)} tokens"
+        if val is not None:
+            int8_loss = logits_loss(model, val)
+            summary[f"val loss fp32 / int8 ({val.numel()} tokens)"] = f"{fp32_loss:.4f} / {int8_loss:.4f}"
+            summary["val ppl fp32 / int8"] = f"{math.exp(fp32_loss):.2f} / {math.exp(int8_loss):.2f}"
+            summary["int8 ppl change"] = f"{math.exp(int8_loss - fp32_loss) - 1:+.3%}"
+    summary.update({
         "prompt_tokens": prompt.size(1),
         "window_slides": prompt.size(1) + args.new_tokens > cfg.block_size,
         **environment(device),
-    }
+    })
     return Result("generate", rows, summary)
 
 
