@@ -23,7 +23,7 @@ from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
 from article_gpt.model.checkpoint import load_model
 from article_gpt.model.decoding import Decoder, generate, generate_many
-from article_gpt.model.gpt import GPT
+from article_gpt.model.gpt import GPT, GPTConfig
 from article_gpt.model.quantize import Int8Linear, Int8Weight, logits_loss, quantize_int8
 
 overfit = test_generate.overfit  # the fixture: test_generate's tiny model overfit on its TEXT
@@ -72,6 +72,21 @@ def test_int8_gpt_logits_close_to_fp32_and_the_decoder_head_runs_int8(overfit):
     kl = (log_ref.exp() * (log_ref - log_got)).sum(-1)
     assert (kl < 1e-3).all() and (kl > 0).all(), kl
     assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_an_untied_head_adds_its_bias_once_when_decoding():
+    """The int8 kernel adds a layer's bias itself, and the decoder adds ``lm_head.bias`` after its
+    product by ``lm_head.weight``: an untied head with a bias must get it exactly once."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=97, block_size=8, embedding_dim=32, num_layers=1, heads=2, head_size=16,
+                          tie_weights=False)).eval()
+    with torch.no_grad():
+        model.lm_head.bias.uniform_(-3, 3)  # far above the int8 error
+    q = quantized(model)
+    x = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():  # the decoder's prefill runs the cache: its inputs' rounding may differ
+        torch.testing.assert_close(Decoder(q, x).logits(), q(x)[0][:, -1], rtol=0, atol=0.05)
+        torch.testing.assert_close(Decoder(q, x).logits(), model(x)[0][:, -1], rtol=0, atol=0.1)
 
 
 def test_int8_decoding_keeps_the_memorized_text_batched_cached_and_sampled(overfit):

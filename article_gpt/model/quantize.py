@@ -37,27 +37,27 @@ class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         w = linear.weight.detach().float().cpu()
+        bias = None if linear.bias is None else linear.bias.detach().float().cpu().clone()
         # A row of zeros keeps scale 1 (any scale gives q = 0): no division by zero.
         scale = w.abs().amax(dim=1) / 127.0
         scale = torch.where(scale > 0, scale, torch.ones_like(scale)).double()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "quantized tensors are deprecated": see the module docstring
             q = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(q, None)  # fbgemm's blocked int8 layout
+            # fbgemm's blocked int8 layout, the bias included: one call per layer, any leading dims
+            self.packed = torch.ops.quantized.linear_prepack(q, bias)
         self.register_buffer("qweight", q.int_repr())  # what dequantized() and the tests read
         self.register_buffer("scale", scale.float())
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+        self.register_buffer("bias", bias)  # for code that reads it: the packed weight adds it itself
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.matmul(x)
-        return y if self.bias is None else y + self.bias
+        return torch.ops.quantized.linear_dynamic(x, self.packed, REDUCE_RANGE)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W.T`` (no bias) by the int8 kernel, for fp32 x of shape (..., in_features)."""
-        rows = x.reshape(-1, self.in_features).contiguous()
-        y = torch.ops.quantized.linear_dynamic(rows, self.packed, REDUCE_RANGE)
-        return y.view(*x.shape[:-1], self.out_features)
+        """``x @ W.T`` without the bias (whoever reads ``weight`` adds ``bias`` itself)."""
+        y = self(x)
+        return y if self.bias is None else y - self.bias
 
     def dequantized(self) -> torch.Tensor:
         """The fp32 weight the int8 one stands for."""
