@@ -95,6 +95,7 @@ TRAIN = {  # override(s) -> the start of the one line (a regex)
 }
 
 
+@pytest.mark.all_cores  # CORES: the machine's cores, as validate() sees them
 @pytest.mark.parametrize("overrides", TRAIN)
 def test_bad_train_config_is_one_line(overrides):
     cfg = compose_cfg("train", *overrides.split())
@@ -108,6 +109,7 @@ def test_bad_train_config_is_one_line(overrides):
     "+callbacks.lr={_target_:lightning.pytorch.callbacks.LearningRateMonitor}", "+logger.csv={}",
     "debug=fast", f"trainer=ddp trainer.devices={CORES}", "trainer.devices=auto",
 ])
+@pytest.mark.all_cores
 def test_keys_and_values_that_are_read_are_accepted(overrides):
     cfg = compose_cfg("train", *overrides.split())
     validate(cfg, hydra=cfg.hydra)

@@ -91,6 +91,7 @@ def budget_runs(module_cli):
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores  # budget_runs trains on 2 DDP ranks
 def test_a_token_budget_stops_within_one_step_and_the_schedule_spans_it(budget_runs):
     run_dir, _, env = budget_runs
     m = read_metrics(run_dir)
@@ -123,6 +124,7 @@ def test_a_token_budget_stops_within_one_step_and_the_schedule_spans_it(budget_r
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores  # budget_runs trains on 2 DDP ranks
 def test_a_flops_budget_on_two_ranks_stops_within_one_step_and_the_tighter_budget_wins(budget_runs):
     _, run_dir, _ = budget_runs
     m = read_metrics(run_dir)
@@ -135,6 +137,7 @@ def test_a_flops_budget_on_two_ranks_stops_within_one_step_and_the_tighter_budge
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores  # budget_runs trains on 2 DDP ranks
 def test_the_sweep_summary_reports_tokens_and_flops(budget_runs, tmp_path):
     runs = records.load_runs(list(budget_runs[:2]))
     summary.write_report(runs, tmp_path, "budgets")

@@ -16,6 +16,8 @@ from test_launchers import DDP_TOKENS as TOKENS
 from article_gpt.config import validate
 from article_gpt.errors import ConfigError
 
+pytestmark = pytest.mark.all_cores  # 2 DDP ranks, one core each; devices checked against the machine's cores
+
 
 def compose_train(*overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -57,6 +57,7 @@ def test_killed_sweep_resumes_skipping_completed_jobs(run_cli, outputs):
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores  # 2 sweeps x 2 joblib jobs on the machine's cores
 def test_two_sweeps_at_once_with_joblib_jobs_on_one_new_corpus(clean_env, outputs, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

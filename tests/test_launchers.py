@@ -26,6 +26,7 @@ DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.m
        "model.head_size=16", "model.block_size=16", "sample.max_new_tokens=8"]
 DDP_TOKENS = 2 * 16 * 16 * 2  # 2 steps x batch 16 x block 16 x 2 ranks
 QUIET = ["callbacks.progress_bar.refresh_rate=0", "trainer.max_epochs=1"]  # 3 steps
+pytestmark = pytest.mark.all_cores  # parallel jobs, DDP ranks and SLURM tasks share out the machine's cores
 
 
 def the_sweep(outputs: Path) -> Path:

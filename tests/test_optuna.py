@@ -100,6 +100,7 @@ def test_hopeless_trial_is_pruned_and_finishes_cleanly(search):
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores  # 2 joblib jobs side by side
 def test_stopped_and_killed_search_continues_without_repeating_trials(module_cli):
     run, env, outputs = module_cli
     sweep_dir = outputs / "resumed"

@@ -97,6 +97,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores
 def test_sigterm_to_one_ddp_rank_stops_every_rank(run_cli, outputs):
     proc = run_cli("tests/interrupt_at.py", "3", "SIGTERM", *DDP, f"paths.log_dir={outputs}", check=False, timeout=600)
     assert proc.returncode == 143, proc.stderr[-3000:]
@@ -139,6 +140,7 @@ def release_requeued(job_id: str, proc: subprocess.Popen, timeout: float = 300) 
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores  # a SLURM job is given the node's cores
 @pytest.mark.parametrize("launcher", ["submitit_slurm", "submitit_local"])
 def test_preempted_submitit_job_requeues_and_resumes(request, clean_env, outputs, tmp_path, launcher):
     """SIGUSR2 is submitit's preemption signal (SLURM sends it signal_delay_s before the time limit):
