@@ -6,10 +6,12 @@ no WANDB_* variables, so W&B goes offline exactly as on a user's machine without
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,65 @@ def slurm_cluster() -> str:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         pytest.skip(f"SLURM not usable: {lines[-1] if lines else f'exit {proc.returncode}'}")
     return "debug"
+
+
+# ---------------------------------------------------------------- parallel workers (pytest-xdist)
+# pyproject's addopts runs the suite on 2 pytest-xdist workers. Two processes each with torch's
+# default of one thread per core ran each step 3.4x slower here, so every test gets a core of its
+# own: its worker is pinned to one core (os.sched_setaffinity, inherited by every subprocess the
+# test starts, where `threads: auto` then gives torch 1 thread) and holds that core's lock while
+# the test runs (its module's fixtures included). A test marked `all_cores` (DDP ranks, parallel
+# joblib jobs, SLURM jobs, the machine's core count in a message) takes every core's lock, so it
+# runs alone on the whole machine, exactly as without workers.
+ALL_CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... in a worker; unset without xdist
+# One folder for the whole machine: two test sessions at once share the cores the same way.
+CORE_LOCKS = Path(tempfile.gettempdir()) / "article-gpt-test-cores"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker for each core this session may use (taskset included)."""
+    return max(1, len(ALL_CORES))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items: list[pytest.Item]) -> None:
+    """In a worker: the all_cores tests first, run one after another while no long test holds the
+    other core; then the slow ones, so that the last tests to start are short and the workers end
+    together. (A module-scoped run may happen once on each worker: xdist_group does not group
+    under pytest 9.2, and --dist loadscope, one module a worker, measured slower.)"""
+    if WORKER is not None:  # a stable sort: else as collected
+        items.sort(key=lambda item: (not item.get_closest_marker("all_cores"), not item.get_closest_marker("slow")))
+
+
+def worker_cores(item: pytest.Item) -> list[int]:
+    if item.get_closest_marker("all_cores"):
+        return ALL_CORES
+    return [ALL_CORES[int(WORKER.removeprefix("gw")) % len(ALL_CORES)]]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    if WORKER is None or not ALL_CORES:
+        yield
+        return
+    import torch
+
+    cores = worker_cores(item)
+    CORE_LOCKS.mkdir(exist_ok=True)
+    locks = []
+    for core in cores:  # in ascending order: two tests never wait on each other in a cycle
+        fd = os.open(CORE_LOCKS / f"{core}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        locks.append(fd)
+    os.sched_setaffinity(0, cores)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(len(cores))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        os.sched_setaffinity(0, ALL_CORES)
+        for fd in locks:
+            os.close(fd)  # closing the descriptor releases its lock
