@@ -1,6 +1,6 @@
 """Int8 weight-only decoding (article_gpt/model/quantize.py, `python generate.py quantize=int8`).
 
-Tiny models built here (and one overfit on test_generate's short text); the CLI runs as a real
+Tiny models built here (and test_generate's model overfit on a short text); the CLI runs as a real
 subprocess on a checkpoint laid out as train.py saves it. Speed is measured by
 `scripts/benchmark.py generate --quantize int8`, never asserted here.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import test_generate
 import torch
 import torch.nn as nn
 from conftest import ROOT
@@ -25,33 +26,7 @@ from article_gpt.model.decoding import Decoder, generate, generate_many
 from article_gpt.model.gpt import GPT, GPTConfig
 from article_gpt.model.quantize import Int8Linear, Int8Weight, logits_loss, quantize_int8
 
-
-
-@pytest.fixture(scope="module")
-def overfit() -> GPT:
-    """test_generate's overfit model, trained with one thread: the same weights at any thread count.
-    (Trained with two threads, it stopped at a point where int8 rounding flipped a greedy choice
-    between near-tied tokens; trained far past the loss floor, it became so peaked that even
-    2-bit weights kept its text and these tests could no longer fail.)"""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = tiny_model()
-        cyclic = torch.tensor(TEXT + TEXT[: BLOCK + 1])
-        windows = torch.stack([cyclic[i : i + BLOCK + 1] for i in range(len(TEXT))])
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-        model.train()
-        for _ in range(400):  # as test_generate's fixture: to the loss floor
-            _, loss = model(windows[:, :-1], windows[:, 1:])
-            if loss.item() < 0.3:
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    assert loss.item() < 0.3, f"the model did not learn the text (loss {loss.item():.3f})"
-    return model.eval()
+overfit = test_generate.overfit  # the fixture: test_generate's tiny model overfit on its TEXT (one thread)
 
 
 def quantized(model: GPT) -> GPT:
