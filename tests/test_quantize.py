@@ -24,7 +24,7 @@ from article_gpt.errors import ConfigError
 from article_gpt.model.checkpoint import load_model
 from article_gpt.model.decoding import Decoder, generate, generate_many
 from article_gpt.model.gpt import GPT, GPTConfig
-from article_gpt.model.quantize import Int8Linear, Int8Weight, logits_loss, quantize_int8
+from article_gpt.model.quantize import Int8Linear, logits_loss, quantize_int8
 
 overfit = test_generate.overfit  # the fixture: test_generate's tiny model overfit on its TEXT (one thread)
 
@@ -60,12 +60,10 @@ def test_int8_gpt_logits_close_to_fp32_and_the_decoder_head_runs_int8(overfit):
     x = text_prompts(4, BLOCK)
     with torch.inference_mode():
         ref, got = overfit(x)[0][:, -1], q(x)[0][:, -1]
-        # The decoder reads lm_head.weight itself: it must keep the int8 weight (not a dequantized
-        # fp32 copy, which would be as slow as fp32) and compute what the int8 layer computes.
-        head_t = Decoder(q, x).head_t
-        assert isinstance(head_t, Int8Weight)
+        # The decoder multiplies an nn.Linear head's weight itself; an int8 head it must call, so
+        # that its logits are the int8 layer's (not a dequantized fp32 copy's, as slow as fp32).
         h = q.hidden(x)[:, -1]
-        assert torch.equal(h @ head_t, q.lm_head(h))
+        assert torch.equal(Decoder(q, x).logits(), q.lm_head(h))
     # The next-token distributions agree: KL(fp32 || int8) below 1e-3 nats per row (measured: at most
     # 1.3e-4; single logits of unlikely tokens move by up to 0.3), and the same argmax at every row.
     log_ref, log_got = ref.log_softmax(-1), got.log_softmax(-1)
@@ -77,7 +75,7 @@ def test_int8_gpt_logits_close_to_fp32_and_the_decoder_head_runs_int8(overfit):
 
 def test_an_untied_head_adds_its_bias_once_when_decoding():
     """The int8 kernel adds a layer's bias itself, and the decoder adds ``lm_head.bias`` after its
-    product by ``lm_head.weight``: an untied head with a bias must get it exactly once."""
+    own product by an nn.Linear head's weight: an untied head with a bias must get it exactly once."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=97, block_size=8, embedding_dim=32, num_layers=1, heads=2, head_size=16,
                           tie_weights=False)).eval()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import tiktoken
 import torch
+import torch.nn as nn
 
 from article_gpt.model.gpt import GPT
 
@@ -120,8 +121,9 @@ class Decoder:
         # matrix-vector product that reads the whole matrix, the largest one in a small GPT;
         # on CPU, this layout streams about twice as fast as nn.Linear's (vocab, embedding_dim).
         # A fresh copy per decoder, so weights that train on between samples are never stale.
-        self.head_t = model.lm_head.weight.detach().t().contiguous()
-        self.head_bias = model.lm_head.bias
+        # A head of another kind (int8 weights: model/quantize.py) is called as it is.
+        head = model.lm_head
+        self.head_t = head.weight.detach().t().contiguous() if isinstance(head, nn.Linear) else None
 
     def logits(self) -> torch.Tensor:
         """Logits (B, V) for the token after ``self.tokens``."""
@@ -134,8 +136,11 @@ class Decoder:
         else:
             self.caches = None  # window full or sliding: positions shift, recompute the window
             h = self.model.hidden(self.tokens[:, -self.block_size :])
+        if self.head_t is None:
+            return self.model.lm_head(h[:, -1, :])
         out = h[:, -1, :] @ self.head_t
-        return out if self.head_bias is None else out + self.head_bias
+        bias = self.model.lm_head.bias
+        return out if bias is None else out + bias
 
     def append(self, next_ids: torch.Tensor) -> None:
         self.tokens = torch.cat([self.tokens, next_ids[:, None]], dim=1)

@@ -187,7 +187,7 @@ class GPT(nn.Module):
         return logits, loss
 
     def new_caches(self, batch: int, device=None, dtype=None) -> list[KVCache]:
-        p = self.lm_head.weight
+        p = self.tok_emb.weight  # always a plain tensor of the model's dtype (a quantized head need not be)
         return [KVCache(batch, self.cfg, device or p.device, dtype or p.dtype) for _ in self.blocks]
 
     # ---- accounting -------------------------------------------------------------------

@@ -14,6 +14,9 @@ faster than the fp32 product, while the weight-only kernels were slower than fp3
 ``_weight_int8pack_mm`` 4.1x slower, torchao 0.18's eager int8 weight-only 12.7x slower (it
 converts the whole weight to fp32 on each call). torch warns that its quantized tensors are
 deprecated; the warning is silenced where the weights are packed, once per layer.
+
+``decoding.Decoder`` multiplies by an ``nn.Linear`` head's weight itself (a transposed copy streams
+faster); any other head, such as this one, it calls.
 """
 
 from __future__ import annotations
@@ -48,74 +51,14 @@ class Int8Linear(nn.Module):
             self.packed = torch.ops.quantized.linear_prepack(q, bias)
         self.register_buffer("qweight", q.int_repr())  # what dequantized() and the tests read
         self.register_buffer("scale", scale.float())
-        self.register_buffer("bias", bias)  # for code that reads it: the packed weight adds it itself
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.quantized.linear_dynamic(x, self.packed, REDUCE_RANGE)
 
-    def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W.T`` without the bias (whoever reads ``weight`` adds ``bias`` itself)."""
-        y = self(x)
-        return y if self.bias is None else y - self.bias
-
     def dequantized(self) -> torch.Tensor:
         """The fp32 weight the int8 one stands for."""
         return self.qweight.float() * self.scale[:, None]
-
-    @property
-    def weight(self) -> Int8Weight:
-        return Int8Weight(self)
-
-
-class Int8Weight(torch.Tensor):
-    """An ``Int8Linear``'s weight seen as the fp32 (out, in) tensor it stands for, for code that
-    reads ``layer.weight`` instead of calling the layer: ``decoding.Decoder`` takes
-    ``lm_head.weight.detach().t().contiguous()`` once and computes ``h @ head_t`` each step, and
-    ``GPT.new_caches`` reads its dtype and device. Those products run the int8 kernel; any other
-    use of the tensor computes with the dequantized weight (not the kernel's input rounding, not fast).
-
-    Holds no data of its own: a zero-stride fp32 shell gives it the shape, dtype and device.
-    """
-
-    layer: Int8Linear
-    transposed: bool
-
-    @staticmethod
-    def __new__(cls, layer: Int8Linear, transposed: bool = False) -> Int8Weight:
-        shape = (layer.in_features, layer.out_features) if transposed else (layer.out_features, layer.in_features)
-        shell = torch.zeros((), device=layer.qweight.device).expand(shape)
-        self = torch.Tensor._make_subclass(cls, shell)
-        self.layer, self.transposed = layer, transposed
-        return self
-
-    def __init__(self, layer: Int8Linear, transposed: bool = False) -> None:
-        pass  # all set in __new__
-
-    def __repr__(self) -> str:  # the default would print the shell's zeros
-        return f"Int8Weight(shape={tuple(self.shape)}, transposed={self.transposed})"
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        first = args[0] if args else None
-        if getattr(func, "__name__", "") == "__get__":  # .dtype, .device, .shape: the shell's
-            with torch._C.DisableTorchFunctionSubclass():
-                return func(*args, **kwargs)
-        if func in (torch.Tensor.detach, torch.Tensor.contiguous) and isinstance(first, Int8Weight):
-            return first  # no autograd here, and the int8 layout is what the kernel wants
-        if func is torch.Tensor.t and isinstance(first, Int8Weight):
-            return Int8Weight(first.layer, not first.transposed)
-        if func in (torch.Tensor.matmul, torch.Tensor.__matmul__, torch.matmul) and len(args) == 2:  # x @ w
-            x, w = args
-            if isinstance(w, Int8Weight) and w.transposed and not isinstance(x, Int8Weight):
-                return w.layer.matmul(x)  # x @ W.T: what the decoder's head computes each step
-        plain = [a.dense() if isinstance(a, Int8Weight) else a for a in args]
-        return func(*plain, **kwargs)
-
-    def dense(self) -> torch.Tensor:
-        w = self.layer.dequantized()
-        return w.t() if self.transposed else w
 
 
 def quantize_int8(model: GPT) -> tuple[int, int]:
