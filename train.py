@@ -15,18 +15,18 @@ os.environ.setdefault("ARTICLE_GPT_ROOT", str(Path(__file__).resolve().parent))
 
 import article_gpt.config  # noqa: E402,F401  (cheap, no torch: registers the ${uid:} resolver)
 from article_gpt.errors import exit_on_user_error, run_main  # noqa: E402
-from article_gpt.training.resume import rewrite_argv  # noqa: E402
+from article_gpt.recovery.resume import rewrite_argv  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     # torch and Lightning load here, after Hydra's ValidateConfig callback has checked the config
     # (conf/hydra/default.yaml): a bad value fails in well under a second, before the run dir exists
+    from article_gpt.recovery.signals import exit_on_signal, handle_signals
     from article_gpt.sweeps.callbacks import summarize_interrupted_sweep
     from article_gpt.training.run import train
-    from article_gpt.training.signals import exit_on_signal, handle_signals
 
-    # a signal: checkpoint, records, W&B closed, then exit 128 + signum (training/signals.py)
+    # a signal: checkpoint, records, W&B closed, then exit 128 + signum (article_gpt/recovery/signals.py)
     with exit_on_user_error(), exit_on_signal(summarize_interrupted_sweep), handle_signals():
         return train(cfg)
 

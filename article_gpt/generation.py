@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, ListConfig
 
-from article_gpt.config import validate_generate
+from article_gpt.config.rules import validate_generate
 from article_gpt.errors import ConfigError
 
 if TYPE_CHECKING:

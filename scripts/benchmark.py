@@ -194,7 +194,7 @@ def add_peak_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def bench_peak(args: argparse.Namespace) -> Result:
-    from article_gpt.training import mfu
+    from article_gpt.tracking import mfu
 
     now = mfu.measure_matmul_peak(torch.device("cpu"), seconds=args.seconds)
     best, source = mfu.cached_cpu_peak(measure=True, seconds=args.seconds)

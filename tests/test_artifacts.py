@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from article_gpt.training.artifacts import RunRecorder
+from article_gpt.tracking.recorder import RunRecorder
+from article_gpt.tracking.report import collect_metrics, perplexity, report, write_run_files
 from article_gpt.training.context import RunContext, short_name
-from article_gpt.training.report import collect_metrics, perplexity, report, write_run_files
 
 
 def test_best_val_is_after_training_began():

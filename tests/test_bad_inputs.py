@@ -27,8 +27,8 @@ from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
-from article_gpt.config import validate, validate_generate
-from article_gpt.config_machine import check_writable
+from article_gpt.config.machine import check_writable
+from article_gpt.config.rules import validate, validate_generate
 from article_gpt.data import token_cache
 from article_gpt.data.corpus import TextDataModule, read_documents, resolve_files, tokenize_documents
 from article_gpt.errors import CheckpointError, ConfigError, DataError, hydra_error_line
@@ -170,7 +170,7 @@ def test_train_config_error_leaves_nothing_and_loads_no_torch(clean_env, outputs
 IMPORTS = """
 import sys, tempfile
 import article_gpt.training.run
-from article_gpt.training import tracking
+from article_gpt.tracking import loggers as tracking
 loggers = tracking.build_loggers({"csv": {}}, tempfile.mkdtemp(), "g", "n", {})
 print(sorted(m for m in ("wandb", "tensorboard", "tensorboardX") if m in sys.modules))
 """

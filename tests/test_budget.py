@@ -16,7 +16,7 @@ import torch
 from conftest import TINY, read_metrics, run_dirs, wandb_inspect
 from hydra import compose, initialize_config_dir
 
-from article_gpt.config import validate
+from article_gpt.config.rules import validate
 from article_gpt.errors import ConfigError
 from article_gpt.model.gpt import GPT, GPTConfig
 from article_gpt.sweeps import records, summary

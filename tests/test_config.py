@@ -13,10 +13,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from article_gpt.config import validate
+from article_gpt.config.rules import validate
 from article_gpt.data.corpus import TextDataModule
 from article_gpt.errors import ConfigError
-from article_gpt.training import tracking
+from article_gpt.tracking import loggers as tracking
 from article_gpt.training.build import build_trainer
 
 CONF = ROOT / "conf"

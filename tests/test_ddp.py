@@ -1,7 +1,7 @@
 """trainer=ddp on CPU (gloo, 2 processes): a single run and a sweep of DDP jobs.
 
 Lightning's own DDP launcher re-runs ``sys.argv`` for the other ranks, which under ``-m`` is the
-whole sweep; article_gpt.training.distributed starts them from the job's own overrides. Only
+whole sweep; article_gpt.parallel.ddp starts them from the job's own overrides. Only
 rank 0 writes the run's files and its W&B run.
 """
 
@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from test_launchers import DDP, check_sweep
 from test_launchers import DDP_TOKENS as TOKENS
 
-from article_gpt.config import validate
+from article_gpt.config.rules import validate
 from article_gpt.errors import ConfigError
 
 pytestmark = pytest.mark.all_cores  # 2 DDP ranks, one core each; devices checked against the machine's cores
@@ -26,7 +26,7 @@ def compose_train(*overrides: str):
 
 def test_trainer_group_composes_and_rejects_devices_this_machine_lacks() -> None:
     cfg = compose_train("trainer=ddp")
-    assert cfg.trainer.strategy._target_ == "article_gpt.training.distributed.JobDDPStrategy"
+    assert cfg.trainer.strategy._target_ == "article_gpt.parallel.ddp.JobDDPStrategy"
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.precision) == ("cpu", 2, "32-true")
     fp16 = compose_train("trainer=gpu_fp16").trainer
     assert (fp16.accelerator, fp16.precision) == ("gpu", "16-mixed")

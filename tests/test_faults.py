@@ -138,7 +138,7 @@ def test_disk_full_during_checkpoint_write_leaves_no_truncated_checkpoint(clean_
 
 SAVE_TWICE = """
 import resource, sys, torch
-from article_gpt.training.checkpoint_io import AtomicCheckpointIO
+from article_gpt.recovery.checkpoint_io import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 io.save_checkpoint({"w": torch.ones(1000), "step": 1}, sys.argv[1])
 resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))

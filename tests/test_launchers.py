@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY, read_metrics, wandb_inspect
 
-from article_gpt.training.distributed import is_rank_zero
-from article_gpt.training.threads import joblib_jobs
+from article_gpt.parallel.cores import joblib_jobs
+from article_gpt.parallel.ddp import is_rank_zero
 
 TINY_NO_HEADS = [o for o in TINY if not o.startswith("model.heads=")]
 # 2-process CPU DDP (gloo), tiny and short: 2 steps of batch 16 x block 16 on each rank

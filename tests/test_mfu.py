@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TINY, read_metrics, run_dirs, wandb_inspect
 
-from article_gpt.training import mfu
+from article_gpt.tracking import mfu
 
 
 @pytest.mark.parametrize(("name", "dtype", "peak", "label"), [

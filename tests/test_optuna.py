@@ -158,7 +158,8 @@ def test_search_space_from_hydra_sweep_syntax() -> None:
     import optuna.distributions as D
     from omegaconf import OmegaConf
 
-    from article_gpt.sweeps import pruning, search_space
+    from article_gpt.sweeps import search_space
+    from article_gpt.training import pruning
 
     config = OmegaConf.create({"model": {"heads": 4, "block_size": 64, "num_layers": 2}, "optim": {"lr": 1e-3}})
     params = {"model.heads": "choice(2,4,8)", "model": {"block_size": "range(16,129,16)"},

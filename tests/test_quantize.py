@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from test_bad_inputs import assert_refused, run
 from test_generate import BLOCK, TEXT, save_ckpt, text_prompts, tiny_model
 
-from article_gpt.config import validate_generate
+from article_gpt.config.rules import validate_generate
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
 from article_gpt.model.checkpoint import load_model

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from article_gpt.model.loss import linear_cross_entropy
-from article_gpt.training import tracking
+from article_gpt.tracking import loggers as tracking
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

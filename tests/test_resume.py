@@ -134,7 +134,7 @@ def fake_run(run_dir: Path, status: str | None, ckpt_model: dict | None = None) 
 
 
 def test_one_rule_for_a_directory_that_holds_a_run(tmp_path):
-    from article_gpt.training import resume
+    from article_gpt.recovery import resume
 
     assert resume.plan(tmp_path / "new").action == "fresh"
     done = resume.begin(fake_run(tmp_path / "done", "completed"), None, True, ["model.heads=2"], "val_loss")
@@ -153,7 +153,7 @@ def test_one_rule_for_a_directory_that_holds_a_run(tmp_path):
 
 def test_a_checkpoint_of_another_model_is_not_resumed(tmp_path):
     from article_gpt.errors import ConfigError
-    from article_gpt.training import resume
+    from article_gpt.recovery import resume
 
     run_dir = fake_run(tmp_path / "job", None, {"heads": 2, "head_size": 16})
     start = resume.plan(run_dir)

@@ -15,7 +15,7 @@ import torch
 from conftest import ROOT, TINY, read_metrics, run_dirs, wandb_inspect
 from hand_count import hand_flops_per_token, hand_params
 
-from article_gpt.config import NOT_OPTIMIZABLE, OPTIMIZABLE_METRICS
+from article_gpt.config.rules import NOT_OPTIMIZABLE, OPTIMIZABLE_METRICS
 from article_gpt.data.tokenizer import encode
 from article_gpt.model.gpt import GPT, GPTConfig
 

@@ -20,7 +20,7 @@ from conftest import ROOT, TINY, read_metrics, wandb_inspect
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from article_gpt.config import validate
+from article_gpt.config.rules import validate
 
 SWEEPS = {name: ROOT / "sweeps" / f"{name}.yaml" for name in ("grid", "bayes")}
 SEARCHED = {"model.heads", "model.head_size", "model.embedding_dim", "model.block_size", "optim.lr"}

@@ -14,7 +14,7 @@ from conftest import ALL_CORES, CORE_LOCKS, ROOT, WORKER
 
 pytestmark = pytest.mark.skipif(WORKER is None, reason="only under pytest-xdist workers (pyproject's addopts)")
 
-CORES_OF_A_CHILD = "from article_gpt.training.threads import available_cores; print(len(available_cores()))"
+CORES_OF_A_CHILD = "from article_gpt.parallel.cores import available_cores; print(len(available_cores()))"
 TAKE_LOCK = "import fcntl, os, sys; fcntl.flock(os.open(sys.argv[1], os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)"
 
 

@@ -3,7 +3,7 @@
 Every epoch's order is a pure function of ``(seed, epoch)`` (``EpochShuffle`` here, or the random
 windows of ``corpus.RandomWindowSampler``), so a fresh process can rebuild any epoch's order.
 ``ResumableOrder`` wraps that order: a checkpoint records how far into the epoch training got
-(article_gpt/training/checkpoint_io.py), and on resume the first pass yields only the rest of
+(article_gpt/recovery/checkpoint_io.py), and on resume the first pass yields only the rest of
 the epoch. Lightning's own mid-epoch restore counts batches but replays the loader from its
 start, so without this the resumed epoch would train its first batches twice.
 """

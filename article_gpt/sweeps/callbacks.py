@@ -51,8 +51,8 @@ class ValidateConfig(Callback):
     def _check(config: DictConfig, parent: Path, dir_key: str) -> DictConfig:
         import copy
 
-        from article_gpt.config import validate
-        from article_gpt.config_machine import check_writable
+        from article_gpt.config.machine import check_writable
+        from article_gpt.config.rules import validate
         from article_gpt.errors import exit_on_user_error
 
         task = copy.deepcopy(config)  # validation may fill in keys; the run composes its own
@@ -68,9 +68,9 @@ class ValidateConfig(Callback):
 
 class ProtectFinishedRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from article_gpt.training.artifacts import finished_run_refusal
+        from article_gpt.tracking.recorder import finished_run_refusal
 
-        if config.get("resume"):  # resume= names a finished run on purpose (training/resume.py decides)
+        if config.get("resume"):  # resume= names a finished run on purpose (article_gpt/recovery/resume.py decides)
             return
         refusal = finished_run_refusal(Path(str(config.hydra.run.dir)))
         if refusal is not None:

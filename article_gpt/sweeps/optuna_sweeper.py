@@ -4,7 +4,7 @@
 ``hydra/sweeper=optuna``. The sweeper owns Optuna's ask-and-tell loop and hands each batch of
 ``n_jobs`` trials to whatever Hydra launcher is configured (basic, joblib, submitit, ...), so
 trials run where the launcher runs jobs. Each job gets the sampled parameters as overrides,
-``trial={study,storage,number}`` for pruning (article_gpt/sweeps/pruning.py) and
+``trial={study,storage,number}`` for pruning (article_gpt/training/pruning.py) and
 ``hydra.sweep.subdir=<trial number>``, so job directories never collide across re-runs.
 
 The study lives in ``<sweep dir>/optuna.db`` (SQLite) unless ``storage`` names another URL
@@ -113,7 +113,8 @@ class OptunaSweeperImpl(Sweeper):
 
     # --- the loop -------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
-        from article_gpt.sweeps import pruning, search_space
+        from article_gpt.sweeps import search_space
+        from article_gpt.training import pruning
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         with exit_on_user_error():  # one line and exit 2, before the sweep dir exists
@@ -190,7 +191,7 @@ class OptunaSweeperImpl(Sweeper):
     def _tell(self, study, number: int, result) -> None:
         from optuna.trial import TrialState
 
-        from article_gpt.sweeps.pruning import PRUNED_ATTR
+        from article_gpt.training.pruning import PRUNED_ATTR
 
         try:
             value = float(result.return_value)

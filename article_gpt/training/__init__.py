@@ -1,1 +1,2 @@
-"""One run: the LightningModule, the run itself (validate, build, fit), its files and its trackers."""
+"""One run: validate, claim cores, build, fit, close (run.py); the LightningModule, the Trainer,
+compute budgets, Optuna pruning, and the Hydra guards a single run starts behind."""

@@ -9,10 +9,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig
 
-from article_gpt.training.checkpoint_io import AtomicCheckpointIO, ResumeState
+from article_gpt.recovery.checkpoint_io import AtomicCheckpointIO, ResumeState
+from article_gpt.recovery.resume import CHECKPOINT
+from article_gpt.recovery.signals import GracefulStop
 from article_gpt.training.module import GPTModule
-from article_gpt.training.resume import CHECKPOINT
-from article_gpt.training.signals import GracefulStop
 
 
 def build_module(resolved: dict) -> GPTModule:
@@ -33,7 +33,7 @@ def build_trainer(cfg: DictConfig, loggers: list, extra_callbacks: list, run_dir
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += extra_callbacks
-    # last, so they save what the others recorded for the step (training/signals.py, checkpoint_io.py)
+    # last, so they save what the others recorded for the step (article_gpt/recovery/signals.py, checkpoint_io.py)
     callbacks += [ResumeState(), GracefulStop(Path(run_dir) / CHECKPOINT)]
     io = {} if "plugins" in cfg.trainer else {"plugins": [AtomicCheckpointIO()]}
     return instantiate(

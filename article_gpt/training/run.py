@@ -19,14 +19,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from article_gpt.config import validate
+from article_gpt.config.rules import validate
 from article_gpt.errors import ArticleGPTError, RunFailedError, describe
-from article_gpt.sweeps.pruning import pruning_callback
-from article_gpt.training import artifacts, distributed, mfu, resume, threads, tracking
+from article_gpt.parallel import cores as threads
+from article_gpt.parallel import ddp as distributed
+from article_gpt.recovery import resume
+from article_gpt.tracking import loggers as tracking
+from article_gpt.tracking import mfu
+from article_gpt.tracking import recorder as artifacts
+from article_gpt.tracking.report import collect_metrics, report, write_run_files
 from article_gpt.training.budget import ComputeBudget
 from article_gpt.training.build import build_module, build_trainer, resumed_from_step
 from article_gpt.training.context import RunContext, run_context
-from article_gpt.training.report import collect_metrics, report, write_run_files
+from article_gpt.training.pruning import pruning_callback
 
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates: nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -39,7 +44,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     """Fit one model; return the optimized metric (``cfg.optimized_metric``), NaN on failure."""
     ctx = ctx or run_context(cfg)
     run_dir = ctx.run_dir
-    # a directory that already holds a run: skip it, resume it or run it again (training/resume.py)
+    # a directory that already holds a run: skip it, resume it or run it again (article_gpt/recovery/resume.py)
     start = resume.begin(run_dir, cfg.get("resume"), ctx.multirun, ctx.overrides, cfg.get("optimized_metric"))
     if not isinstance(start, resume.Start):
         return start  # a finished sweep job: its recorded metric, its files untouched
@@ -49,7 +54,7 @@ def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     derived: dict = {}
     pruning = pruning_callback(cfg.get("trial"))  # an Optuna trial's reports, else None
     status, error = "failed", None
-    # DDP: only rank 0 writes the run's files and W&B run (training/distributed.py)
+    # DDP: only rank 0 writes the run's files and W&B run (article_gpt/parallel/ddp.py)
     rank_zero, rank_env, cores = distributed.is_rank_zero(), distributed.rank_environment(), None
     try:
         validate(cfg, hydra=HydraConfig.get() if HydraConfig.initialized() else None)  # + keys too

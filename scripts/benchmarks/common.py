@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from article_gpt.model.gpt import GPT, GPTConfig
 from article_gpt.model.loss import linear_cross_entropy
-from article_gpt.training import mfu
+from article_gpt.tracking import mfu
 
 ROOT = Path(__file__).resolve().parents[2]
 

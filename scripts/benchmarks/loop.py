@@ -24,7 +24,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from article_gpt.training.artifacts import RunRecorder
+from article_gpt.tracking.recorder import RunRecorder
 from article_gpt.training.build import build_module, build_trainer
 from article_gpt.training.module import lr_lambda
 from benchmarks.common import ROOT, Result, environment

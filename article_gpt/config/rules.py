@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from article_gpt.config_keys import LOGGER_KINDS, check_added_keys
-from article_gpt.config_machine import validate_devices
+from article_gpt.config.keys import LOGGER_KINDS, check_added_keys
+from article_gpt.config.machine import validate_devices
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
 
@@ -176,7 +175,7 @@ def check_rules(cfg: DictConfig, rules: dict[str, Rule]) -> None:
 
 def validate(cfg: DictConfig, hydra: DictConfig | None = None) -> None:
     """The training config: every single-key rule, then the rules that relate keys. With ``hydra``
-    (the run's Hydra config), keys added with ``+`` must be read by something (config_keys)."""
+    (the run's Hydra config), keys added with ``+`` must be read by something (config/keys.py)."""
     if OmegaConf.select(cfg, "model.pretrained"):  # fills the shape in from the checkpoint's config.json
         from article_gpt.model.pretrained import resolve_shape
 
@@ -200,7 +199,7 @@ def validate(cfg: DictConfig, hydra: DictConfig | None = None) -> None:
     if hydra is not None:
         choices = set(OmegaConf.select(hydra, "runtime.choices") or {})
         check_added_keys(cfg, list(OmegaConf.select(hydra, "overrides.task") or []), choices)
-    validate_devices(cfg)  # what this machine has (config_machine.py)
+    validate_devices(cfg)  # what this machine has (config/machine.py)
     _validate_run_end(cfg)
     check_rules(cfg, {"optimized_metric": one_of(*OPTIMIZABLE_METRICS)})  # a typo would return NaN to sweepers
 
@@ -223,14 +222,3 @@ def validate_generate(cfg: DictConfig) -> None:
     if cfg.quantize is not None and cfg.device.startswith("cuda"):  # the int8 kernel is torch's CPU one
         raise ConfigError(f"quantize={cfg.quantize} with device={cfg.device}: int8 decoding runs on the CPU; "
                           "use device=cpu (or auto) or quantize=null")
-
-
-def register_resolvers() -> None:
-    """``${uid:}``: 6 random hex digits, the same everywhere in one composed config (the cache
-    is copied into every job of a sweep), so run and sweep ids never collide, even when two
-    start in the same microsecond."""
-    if not OmegaConf.has_resolver("uid"):
-        OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True)
-
-
-register_resolvers()

@@ -217,7 +217,7 @@ def check_checkpoint(start: Start, model: dict, run_dir: Path, multirun: bool) -
     what = ", ".join(f"model.{k}={saved.get(k)} there, {model.get(k)} here" for k in differ[:3])
     if not multirun:
         raise ConfigError(f"{start.checkpoint}: holds another model ({what}); resume it with its own config")
-    from article_gpt.training.distributed import is_rank_zero
+    from article_gpt.parallel.ddp import is_rank_zero
 
     if is_rank_zero():
         dest = archive_attempt(run_dir)
@@ -262,7 +262,7 @@ def begin(run_dir: Path, resume: str | None, multirun: bool, overrides: list[str
         value = start.previous.get(optimized_metric or "val_loss")
         print(f"{run_dir}: already {start.previous.get('status')}; skipped (files untouched)", flush=True)
         return float(value) if isinstance(value, (int, float)) else math.nan
-    from article_gpt.training.distributed import is_rank_zero
+    from article_gpt.parallel.ddp import is_rank_zero
 
     if not is_rank_zero():  # DDP ranks started by rank 0 follow its decision, they do not act on it
         return start

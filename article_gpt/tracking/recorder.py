@@ -25,7 +25,7 @@ class NonFiniteLossError(FloatingPointError):
 def finished_run_refusal(run_dir: Path) -> ConfigError | None:
     """The error to stop with when ``run_dir`` already holds a finished run (metrics.json says
     completed or pruned, or cannot be read). Interrupted and failed runs are resumed or run
-    again in place (the rule in article_gpt/training/resume.py)."""
+    again in place (the rule in article_gpt/recovery/resume.py)."""
     path = Path(run_dir) / "metrics.json"
     if not path.exists():
         return None

@@ -3,7 +3,7 @@
 The first signal is only noted. Training stops at the end of the step in progress: every
 process agrees on that step (under DDP one rank's signal stops all ranks at the same step, so
 none is left waiting in a collective), rank 0 writes ``checkpoints/last.ckpt`` holding that
-step (resumable mid-epoch, article_gpt/training/checkpoint_io.py), and the run's usual closing
+step (resumable mid-epoch, article_gpt/recovery/checkpoint_io.py), and the run's usual closing
 path writes ``metrics.json`` with ``status: interrupted`` and finishes the W&B run. The process
 then exits with the conventional code, 128 + the signal number (130 for Ctrl-C, 143 for
 SIGTERM). A second signal stops at once, a third ends the process without any cleanup.

@@ -29,7 +29,7 @@ SECTION_CLASSES = {
     "data.train": "article_gpt.data.corpus.SplitConfig",
     "data.val": "article_gpt.data.corpus.SplitConfig",
 }
-LOGGER_KINDS = ("wandb", "csv", "tensorboard")  # article_gpt.training.tracking builds these
+LOGGER_KINDS = ("wandb", "csv", "tensorboard")  # article_gpt.tracking.loggers builds these
 
 
 def added_keys(overrides: list[str], groups: set[str]) -> list[tuple[str, Any]]:

@@ -60,7 +60,7 @@ def _validate_accelerator(cfg: DictConfig) -> None:
 
 def _validate_parallel(cfg: DictConfig) -> None:
     """Several devices need ``trainer=ddp``: Lightning's own DDP launcher starts the other ranks by
-    re-running the command line, which under ``-m`` is the whole sweep (training/distributed.py)."""
+    re-running the command line, which under ``-m`` is the whole sweep (article_gpt/parallel/ddp.py)."""
     devices = OmegaConf.select(cfg, "trainer.devices")
     wanted = requested_devices(devices)  # auto / -1: Lightning's choice, one process on CPU
     count = len(wanted) if isinstance(wanted, list) else wanted or 1

@@ -95,7 +95,7 @@ class JobLauncher(_SubprocessScriptLauncher):
             self._call_children_scripts()
             self.watcher = _RankWatcher(self.procs)
             self.watcher.start()
-        # torch threads were set per rank by article_gpt.training.threads: nothing to change here
+        # torch threads were set per rank by article_gpt.parallel.cores: nothing to change here
         return function(*args, **kwargs)
 
     def _call_children_scripts(self) -> None:

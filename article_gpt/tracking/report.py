@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from article_gpt.errors import describe
-from article_gpt.training import artifacts, tracking
+from article_gpt.tracking import loggers as tracking
+from article_gpt.tracking import recorder as artifacts
 from article_gpt.training.budget import budget_record
 
 MAX_EXP = math.log(sys.float_info.max)  # 709.78: math.exp of more raises OverflowError
