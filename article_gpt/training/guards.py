@@ -1,0 +1,70 @@
+"""The Hydra callbacks a single run starts behind (conf/hydra/default.yaml, ``hydra.callbacks``).
+
+``ValidateConfig``: a run's config is checked before Hydra creates its directory.
+``ProtectFinishedRun``: a single run pointed at a finished run's directory stops before Hydra
+writes anything there (Hydra saves ``.hydra/`` and opens ``train.log`` before the task runs).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+# Hydra imports this module before every run: what it needs comes in inside each method, so a
+# config error is reported before torch and Lightning load (ValidateConfig).
+
+
+class ValidateConfig(Callback):
+    """A run's config is checked before Hydra creates its directory: a bad value is one line in
+    well under a second (torch is not loaded yet) and leaves nothing behind. A single run's corpus
+    is checked there too (one line in seconds). A sweep checks its shared config before its first
+    job (swept keys keep their valid defaults here); each job checks its own values and corpus in
+    ``train``, inside its folder, so the sweep records which job failed and why."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        task = self._check(config, Path(str(config.hydra.run.dir)).parent, "hydra.run.dir")
+        # The corpus too (torch loads here, as the run needs it next): a missing, empty or
+        # too short file is one line, not a failed run. Tokens land in the cache the run reads.
+        from hydra.utils import instantiate
+
+        from article_gpt.errors import exit_on_user_error
+
+        with exit_on_user_error():
+            instantiate(task.data, _convert_="all").token_counts()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, Path(str(config.hydra.sweep.dir)).parent, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, parent: Path, dir_key: str) -> DictConfig:
+        import copy
+
+        from article_gpt.config.machine import check_writable
+        from article_gpt.config.rules import validate
+        from article_gpt.errors import exit_on_user_error
+
+        task = copy.deepcopy(config)  # validation may fill in keys; the run composes its own
+        with exit_on_user_error():
+            validate(task, hydra=task.hydra)
+            log_dir = Path(str(config.paths.log_dir)) if "paths" in config else None
+            if log_dir is not None and (parent == log_dir or log_dir in parent.parents):
+                check_writable("paths.log_dir", config.paths.log_dir, parent)
+            else:
+                check_writable(dir_key, OmegaConf.select(config, dir_key), parent)
+        return task
+
+
+class ProtectFinishedRun(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from article_gpt.tracking.recorder import finished_run_refusal
+
+        if config.get("resume"):  # resume= names a finished run on purpose (article_gpt/recovery/resume.py decides)
+            return
+        refusal = finished_run_refusal(Path(str(config.hydra.run.dir)))
+        if refusal is not None:
+            print(f"error: {refusal}", file=sys.stderr, flush=True)
+            raise SystemExit(2)
