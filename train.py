@@ -15,7 +15,7 @@ os.environ.setdefault("ARTICLE_GPT_ROOT", str(Path(__file__).resolve().parent))
 
 import article_gpt.config  # noqa: E402,F401  (cheap, no torch: registers the ${uid:} resolver)
 from article_gpt.errors import exit_on_user_error, run_main  # noqa: E402
-from article_gpt.recovery.resume import rewrite_argv  # noqa: E402
+from article_gpt.recovery.argv import rewrite_argv  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

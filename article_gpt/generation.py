@@ -59,7 +59,8 @@ def run(cfg: DictConfig) -> None:
     validate_generate(cfg)
     prompts = read_prompts(cfg)
     out = prepare_out(cfg.out)
-    from article_gpt.model.checkpoint import load_model, resolve_checkpoint  # imports torch: only after the checks
+    from article_gpt.model.checkpoint import load_model  # imports torch: only after the checks
+    from article_gpt.runs.dirs import resolve_checkpoint
 
     device = pick_device("cpu" if cfg.quantize else cfg.device)  # int8: validated as cpu or auto
     loaded = load_model(resolve_checkpoint(str(cfg.ckpt), Path(cfg.paths.log_dir)), device)

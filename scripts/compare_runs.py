@@ -21,15 +21,16 @@ from datetime import datetime
 from pathlib import Path
 
 from article_gpt.errors import exit_on_user_error
+from article_gpt.runs.dirs import is_run_dir
 from article_gpt.sweeps import records, summary
 
 
 def default_out(paths: list[Path]) -> Path:
     """A lone folder of runs itself; else a new comparisons/<time>-<uid> in the runs' common folder."""
-    if len(paths) == 1 and not records.is_run_dir(paths[0]):
+    if len(paths) == 1 and not is_run_dir(paths[0]):
         return paths[0]
     common = Path(os.path.commonpath([p.resolve() for p in paths]))
-    if records.is_run_dir(common):  # one run, or runs inside runs: beside it, never inside a run
+    if is_run_dir(common):  # one run, or runs inside runs: beside it, never inside a run
         common = common.parent
     while True:
         out = common / "comparisons" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}-{secrets.token_hex(3)}"

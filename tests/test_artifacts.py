@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import pytest
+from omegaconf import OmegaConf
 
-from article_gpt.tracking.recorder import RunRecorder
-from article_gpt.tracking.report import collect_metrics, perplexity, report, write_run_files
+from article_gpt.recovery.resume import Start
+from article_gpt.runs.record import Status
+from article_gpt.tracking.recorder import RunRecorder, perplexity
+from article_gpt.tracking.report import report
+from article_gpt.training.closing import Job, assemble, write_files
 from article_gpt.training.context import RunContext, short_name
 
 
@@ -33,6 +36,13 @@ def _ctx(tmp_path) -> RunContext:
     return RunContext(tmp_path / "run", "group", "name", ["optim.lr=10"], multirun=True)
 
 
+def _job(tmp_path, status: Status, error: str | None = None, trainer=None, derived: dict | None = None) -> Job:
+    cfg = OmegaConf.create({"trainer": {"precision": "32-true"}, "tf32": False, "optimized_metric": "val_loss"})
+    job = Job(cfg, _ctx(tmp_path), Start("fresh"), pruning=None, recorder=_diverged())
+    job.status, job.error, job.trainer, job.derived = status, error, trainer, derived or {}
+    return job
+
+
 def _diverged() -> RunRecorder:
     rec = RunRecorder()
     rec.initial_val = 10.8
@@ -41,14 +51,16 @@ def _diverged() -> RunRecorder:
 
 
 def test_a_diverged_runs_record_and_report_do_not_raise(tmp_path, capsys):
-    metrics = collect_metrics("completed", None, _ctx(tmp_path), _diverged(), None, None, {}, [], time.time())
+    job = _job(tmp_path, Status.COMPLETED)
+    job.record = assemble(job)
+    metrics = job.record.to_dict()
     assert metrics["val_loss"] == 2.5e3 and metrics["val_ppl"] is None and "report_error" not in metrics
     assert perplexity(709.0) == pytest.approx(math.exp(709.0)) and perplexity(710.0) is None
     assert perplexity(float("nan")) is None and perplexity(None) is None
     report(metrics, None)
     assert "best val loss: 2500.0000 (ppl inf), from 10.8000" in capsys.readouterr().out
     (tmp_path / "run").mkdir()
-    write_run_files(tmp_path / "run", metrics, _diverged(), None)
+    write_files(job)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["val_ppl"] is None  # strict JSON: null
 
 
@@ -63,8 +75,8 @@ class _BrokenTrainer:
 
 
 def test_a_fact_that_cannot_be_read_still_leaves_a_record(tmp_path, capsys):
-    metrics = collect_metrics("failed", "RuntimeError: boom", _ctx(tmp_path), _diverged(), None, _BrokenTrainer(),
-                              {"params_total": 5}, [], time.time())
+    job = _job(tmp_path, Status.FAILED, "RuntimeError: boom", _BrokenTrainer(), {"params_total": 5})
+    metrics = assemble(job).to_dict()
     assert metrics["status"] == "failed" and metrics["error"] == "RuntimeError: boom"
     assert metrics["report_error"] == "RuntimeError: trainer state lost" and metrics["params_total"] == 5
     report({}, None)  # even a record missing every key: a note, not an exception

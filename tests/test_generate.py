@@ -15,7 +15,7 @@ from conftest import ROOT, TINY, run_dirs
 
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import CheckpointError
-from article_gpt.model.checkpoint import load_model, resolve_checkpoint
+from article_gpt.model.checkpoint import load_model
 from article_gpt.model.decoding import (
     Decoder,
     TextStream,
@@ -27,6 +27,7 @@ from article_gpt.model.decoding import (
     sample_next,
 )
 from article_gpt.model.gpt import GPT, GPTConfig
+from article_gpt.runs.dirs import resolve_checkpoint
 
 VOCAB, BLOCK = 97, 8
 

@@ -17,6 +17,7 @@ from conftest import ROOT, TINY, read_metrics, wandb_inspect
 from hand_count import hand_params
 from omegaconf import OmegaConf
 
+from article_gpt.runs import naming
 from article_gpt.sweeps import records, summary
 from article_gpt.sweeps.callbacks import SweepSummary
 
@@ -77,11 +78,11 @@ def test_swept_keys_are_the_overrides_that_differ(tmp_path: Path) -> None:
 
 
 def test_short_keys_stay_unique() -> None:
-    assert records.short_keys(["model.heads", "optim.lr"]) == {"model.heads": "heads", "optim.lr": "lr"}
-    assert records.short_keys(["model.dropout", "data.dropout"]) == {"model.dropout": "model.dropout",
+    assert naming.short_keys(["model.heads", "optim.lr"]) == {"model.heads": "heads", "optim.lr": "lr"}
+    assert naming.short_keys(["model.dropout", "data.dropout"]) == {"model.dropout": "model.dropout",
                                                                        "data.dropout": "data.dropout"}
     # a swept key never shadows a metric column of summary.csv
-    assert records.short_keys(["trainer.steps"]) == {"trainer.steps": "trainer.steps"}
+    assert naming.short_keys(["trainer.steps"]) == {"trainer.steps": "trainer.steps"}
 
 
 def test_run_without_the_override_shows_its_configured_value(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ import torch
 from conftest import ROOT, TINY, read_metrics, run_dirs, wandb_inspect
 from hand_count import hand_flops_per_token, hand_params
 
-from article_gpt.config.rules import NOT_OPTIMIZABLE, OPTIMIZABLE_METRICS
 from article_gpt.data.tokenizer import encode
 from article_gpt.model.gpt import GPT, GPTConfig
+from article_gpt.runs.record import NOT_OPTIMIZABLE, OPTIMIZABLE_METRICS
 
 FAKE_KEY = secrets.token_hex(20)  # 40 hex digits, like a real W&B API key, unique to this session
 RUN_DIR_NAME = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}-[0-9a-f]{6}")  # time to the microsecond + uid

@@ -13,23 +13,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from article_gpt.config.keys import LOGGER_KINDS, check_added_keys
 from article_gpt.config.machine import validate_devices
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
+from article_gpt.runs.record import OPTIMIZABLE_METRICS
 
-# metrics.json's numbers a sweeper can optimize (optimized_metric); tests/test_train.py checks that
-# a real run's metrics.json has each, and that a new numeric key is added here or to NOT_OPTIMIZABLE.
-OPTIMIZABLE_METRICS = (
-    "val_loss", "val_ppl", "val_loss_initial", "train_loss", "params_total", "params_non_embedding",
-    "params_matmul", "flops_per_token", "train_tokens", "val_tokens", "tokens_per_sec", "model_flops_per_sec",
-    "tokens_seen", "train_flops", "steps", "epochs", "elapsed_s", "first_step_s",
-    "mfu", "peak_host_memory_mb", "start_to_first_step_s",
-)
-NOT_OPTIMIZABLE = ("budget_steps", "threads", "cores_given", "trial_number", "pruned_at_validation",
-                   "peak_flops")  # settings and facts of the machine
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 PRECISIONS = {
     "64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
@@ -176,11 +167,6 @@ def check_rules(cfg: DictConfig, rules: dict[str, Rule]) -> None:
 def validate(cfg: DictConfig, hydra: DictConfig | None = None) -> None:
     """The training config: every single-key rule, then the rules that relate keys. With ``hydra``
     (the run's Hydra config), keys added with ``+`` must be read by something (config/keys.py)."""
-    if OmegaConf.select(cfg, "model.pretrained"):  # fills the shape in from the checkpoint's config.json
-        from article_gpt.model.pretrained import resolve_shape
-
-        with open_dict(cfg.model):
-            cfg.model.merge_with(resolve_shape(OmegaConf.to_container(cfg.model, resolve=True)))
     check_rules(cfg, TRAIN_RULES)
     n_vocab = get_encoding(cfg.tokenizer).n_vocab
     if cfg.model.vocab_size < n_vocab:

@@ -16,7 +16,6 @@ from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import CheckpointError, describe
 from article_gpt.model.gpt import GPT, GPTConfig
 
-RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")  # in order of preference within a run directory
 # What a checkpoint's layout is (GPTModule stamps it on save): a reader refuses a newer one in one
 # line instead of failing somewhere inside. Files without the stamp predate it: format 1.
 FORMAT_KEY, FORMAT = "article_gpt_format", 1
@@ -28,50 +27,6 @@ class LoadedModel:
     model: GPT
     tokenizer: str
     path: Path
-
-
-def run_checkpoint(run_dir: Path) -> Path | None:
-    """A run's best checkpoint, else its last one; ``run_dir`` may also be its checkpoints/."""
-    for folder in (run_dir / "checkpoints", run_dir):
-        for name in RUN_CHECKPOINTS:
-            if (folder / name).is_file():
-                return folder / name
-    return None
-
-
-def latest_checkpoint(log_dir: Path) -> Path:
-    """The best checkpoint of the newest run under ``log_dir`` (runs/<id>/, sweeps/<id>/<n>/).
-
-    Runs are ordered by their newest checkpoint's mtime: last.ckpt is rewritten every
-    validation, so a run that trained more recently wins even if its best is older.
-    """
-    newest: tuple[float, str, Path] | None = None
-    for pattern in ("runs/*/checkpoints/*.ckpt", "sweeps/*/*/checkpoints/*.ckpt"):
-        for ckpt in log_dir.glob(pattern):
-            if ckpt.name in RUN_CHECKPOINTS:
-                key = (ckpt.stat().st_mtime, str(ckpt), ckpt.parent.parent)
-                newest = max(newest, key) if newest else key
-    found = run_checkpoint(newest[2]) if newest else None
-    if found is None:
-        raise CheckpointError(f"ckpt=latest: no runs/*/checkpoints/ or sweeps/*/*/checkpoints/ with "
-                              f"{' or '.join(RUN_CHECKPOINTS)} under {log_dir}; train first or pass ckpt=PATH")
-    return found
-
-
-def resolve_checkpoint(spec: str, log_dir: Path) -> Path:
-    """A checkpoint file from ``ckpt=``: a file, a run directory, or ``latest``."""
-    if spec == "latest":
-        return latest_checkpoint(log_dir)
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        found = run_checkpoint(path)
-        if found is None:
-            names = " or ".join(f"checkpoints/{n}" for n in RUN_CHECKPOINTS)
-            raise CheckpointError(f"ckpt={spec}: a directory without {names}")
-        return found
-    raise CheckpointError(f"ckpt={spec}: no such file or directory")
 
 
 def read_checkpoint(path: Path) -> tuple[GPTConfig, str, dict[str, torch.Tensor]]:

@@ -27,12 +27,16 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # the same config object the launcher resolved, so ${now:} and ${uid:} give the same dir
+        from article_gpt.runs.record import RecordError
         from article_gpt.sweeps import records, summary
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             runs = records.load_runs([sweep_dir])
             table = summary.write_report(runs, sweep_dir, f"Sweep {sweep_dir.name}")
+        except RecordError as err:  # a job's damaged record: the sweep did not end as it should
+            print(f"sweep summary: not written: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         except Exception as err:  # Hydra would turn this into a warning; say plainly what is missing
             print(f"sweep summary: could not be written for {sweep_dir} ({type(err).__name__}: {err}); "
                   f"rebuild it with: python scripts/compare_runs.py {sweep_dir}", file=sys.stderr, flush=True)
@@ -55,4 +59,7 @@ def summarize_interrupted_sweep() -> None:
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         sweep = OmegaConf.create({"hydra": {"sweep": {"dir": str(HydraConfig.get().sweep.dir)}}})
-        SweepSummary(fail_on_failed_jobs=False).on_multirun_end(sweep)
+        try:
+            SweepSummary(fail_on_failed_jobs=False).on_multirun_end(sweep)
+        except SystemExit:  # the signal's exit status wins; the line is printed
+            pass

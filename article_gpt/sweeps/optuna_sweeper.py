@@ -31,12 +31,13 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from article_gpt.errors import ConfigError, exit_on_user_error
+from article_gpt.runs import record
+from article_gpt.runs.record import MAXIMIZED, Status  # MAXIMIZED: every other metric is minimized
 
 log = logging.getLogger(__name__)
 
 SAMPLER_OPTIONS = {"tpe": ("seed", "n_startup_trials"), "random": ("seed",), "grid": ("seed",),
                    "cmaes": ("seed", "n_startup_trials")}  # the options each sampler takes
-MAXIMIZED = {"tokens_per_sec", "model_flops_per_sec", "mfu"}  # every other metric (losses) is minimized
 PRUNABLE = {"val_loss", "val_ppl"}  # the pruning callback reports val/loss: these agree with it
 BEST_FILE = "best_trial.yaml"
 
@@ -142,7 +143,8 @@ class OptunaSweeperImpl(Sweeper):
         if self.sampler["name"] == "grid":
             size = math.prod(len(v) for v in space.grid().values())
             n_trials = min(n_trials, size)  # past the grid, Optuna would repeat points
-        again = self._stale_trials(study, sweep_dir, metric)
+        with exit_on_user_error():  # a damaged record of a stale trial: one line naming the file
+            again = self._stale_trials(study, sweep_dir, metric)
         log.info(f"Optuna study '{name}' in {url}: {len(study.trials)} trials so far, {n_trials} wanted, "
                  f"{self.sampler['name']} sampler, {spec['name']} pruner, {direction} {metric}")
         returns = []
@@ -167,20 +169,17 @@ class OptunaSweeperImpl(Sweeper):
 
     def _stale_trials(self, study, sweep_dir: Path, metric: str) -> list[tuple[int, dict]]:
         """Trials a killed run of this sweep left RUNNING: told from their records, or launched again."""
-        import json
-
         from optuna.trial import TrialState
 
         again = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.user_attrs.get("sweep_dir") != str(sweep_dir):
                 continue  # another machine's live trial in a shared study
-            record = sweep_dir / str(t.number) / "metrics.json"
-            metrics = json.loads(record.read_text()) if record.is_file() else {}
-            value = metrics.get(metric)
-            if metrics.get("status") == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
+            rec = record.read(sweep_dir / str(t.number))  # a damaged one: RecordError, one line
+            value = rec.to_dict().get(metric) if rec else None
+            if rec and rec.status is Status.COMPLETED and isinstance(value, (int, float)) and math.isfinite(value):
                 study.tell(t.number, float(value))
-            elif metrics.get("status") == "pruned":
+            elif rec and rec.status is Status.PRUNED:
                 study.tell(t.number, state=TrialState.PRUNED)
             else:
                 again.append((t.number, dict(t.params)))

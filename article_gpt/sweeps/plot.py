@@ -1,6 +1,6 @@
 """comparison.png: the val-loss curves of all runs on one axis, and best val loss per swept key.
 
-Curves come from each run's ``metrics.json`` ``val_curve`` ([step, loss] per validation), so
+Curves come from each run's record (``val_curve``: [step, loss] per validation), so
 the picture is drawn from disk alone.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from article_gpt.runs.record import Status
 
 if TYPE_CHECKING:
     from article_gpt.sweeps.records import Run
@@ -33,7 +35,7 @@ def _plot_curves(ax, runs: list[Run]) -> None:
         if not curve:
             continue
         color = cmap(i % 10) if len(runs) <= 10 else cmap(i / max(1, len(runs) - 1))
-        failed = r.status != "completed"
+        failed = r.status != Status.COMPLETED
         label = r.short_name + (f" ({r.status})" if failed else "")
         steps, losses = zip(*curve)
         ax.plot(steps, losses, "--" if failed else "-", marker="o", ms=2.5, color=color, label=label,
@@ -95,17 +97,17 @@ def plot_history(path: Path, runs: list[Run], title: str) -> None:
     trials = sorted((r for r in runs if isinstance(r.metrics.get("trial_number"), int)),
                     key=lambda r: r.metrics["trial_number"])
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for status, style, color in (("completed", "o", "tab:blue"), ("pruned", "v", "tab:gray")):
+    for status, style, color in ((Status.COMPLETED, "o", "tab:blue"), (Status.PRUNED, "v", "tab:gray")):
         pts = [(r.metrics["trial_number"], r.val_loss) for r in trials if r.status == status and r.val_loss is not None]
         if pts:
             ax.plot(*zip(*pts), style, ms=5, color=color, label=f"{status} ({len(pts)})")
-    failed = [r.metrics["trial_number"] for r in trials if r.status not in ("completed", "pruned")]
+    failed = [r.metrics["trial_number"] for r in trials if not r.ok]
     if failed:  # no loss to show: a red x on the top edge
         ax.plot(failed, [0.97] * len(failed), "x", color="tab:red", ms=7, label=f"failed ({len(failed)})",
                 transform=ax.get_xaxis_transform())
     best, xs, ys = None, [], []
     for r in trials:
-        if r.status == "completed" and r.val_loss is not None:
+        if r.status == Status.COMPLETED and r.val_loss is not None:
             best = r.val_loss if best is None else min(best, r.val_loss)
         if best is not None:
             xs.append(r.metrics["trial_number"])
@@ -164,7 +166,7 @@ def plot_comparison(path: Path, runs: list[Run], title: str) -> None:
         _plot_key(fig.add_subplot(grid[i, 1]), runs, key)
     if flops_panel:
         _plot_flops(fig.add_subplot(grid[len(keys), 1]), runs)
-    failed = sum(r.status not in ("completed", "pruned") for r in runs)
+    failed = sum(not r.ok for r in runs)
     fig.suptitle(title + (f"  ({failed} of {len(runs)} did not complete: red x)" if failed and keys else ""),
                  fontsize=10)
     fig.tight_layout()

@@ -1,6 +1,6 @@
-"""Finished runs as records read from what they left on disk (``metrics.json``, ``.hydra/``).
+"""Runs compared side by side, read from what they left on disk (their record, ``.hydra/``).
 
-Everything is read from the run directories (``metrics.json``, ``.hydra/``), never from the
+Everything is read from the run directories (article_gpt.runs), never from the
 process that trained them, so the same report comes out for a sweep just ended (any launcher,
 jobs in other processes or on other machines) and for runs from different days put side by side.
 
@@ -10,7 +10,6 @@ does not override the key shows the value its composed config used.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,19 +18,18 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from article_gpt.errors import ArticleGPTError
+from article_gpt.runs import record
+from article_gpt.runs.dirs import is_run_dir
+from article_gpt.runs.naming import parse_overrides, short_keys
+from article_gpt.runs.record import MISSING, Status
 
-# Overrides that say where a run wrote, not what it trained: never a column of the comparison.
-IGNORED_PREFIXES = ("hydra.", "paths.")
-IGNORED_KEYS = {"tags", "trial"}  # trial: the Optuna sweeper's bookkeeping (study, storage, number)
-# Columns after the swept keys in summary.csv (metrics.json keys, in this order).
+# Columns after the swept keys in summary.csv (run record fields, in this order).
 CSV_METRICS = ["status", "val_loss", "val_ppl", "train_loss", "params_total", "params_non_embedding",
                "flops_per_token", "tokens_per_sec", "elapsed_s", "first_step_s", "steps", "epochs",
                "tokens_seen", "train_flops",  # what each run trained on: compare at equal compute
                "mfu", "peak_flops", "peak_host_memory_mb", "peak_device_memory_mb"]  # how well it used the device
 
-
-# Statuses that are not failures: a pruned trial stopped early on purpose (Optuna pruning).
-OK_STATUSES = ("completed", "pruned")
+assert set(CSV_METRICS) <= set(record.FIELDS), set(CSV_METRICS) - set(record.FIELDS)
 
 
 class NoRunsError(ArticleGPTError):
@@ -41,14 +39,20 @@ class NoRunsError(ArticleGPTError):
 @dataclass
 class Run:
     run_dir: Path
-    metrics: dict[str, Any]  # metrics.json; empty when the job died before writing it
+    metrics: dict[str, Any]  # its record's fields; empty when the job died before writing one
     overrides: dict[str, str]  # key -> value as typed on the command line
     label: str = ""  # the job's name in the tables: its folder, or parent/folder when ambiguous
     swept: dict[str, str] = field(default_factory=dict)  # short swept key -> value
 
     @property
     def status(self) -> str:
-        return self.metrics.get("status", "missing")
+        """A :class:`Status` value, or ``missing`` for a job that left no record."""
+        return str(self.metrics.get("status", MISSING))
+
+    @property
+    def ok(self) -> bool:
+        """Completed or pruned (a pruned trial stopped early on purpose): not a failure."""
+        return self.status in (Status.COMPLETED, Status.PRUNED)
 
     @property
     def val_loss(self) -> float | None:
@@ -64,10 +68,6 @@ class Run:
     @property
     def short_name(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.swept.items()) or self.label
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "metrics.json").is_file() or (path / ".hydra" / "overrides.yaml").is_file()
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
@@ -90,20 +90,10 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
     return list(unique.values())
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    """``["model.heads=4", "+x=1", "~y"]`` -> ``{"model.heads": "4", "x": "1", "y": "(deleted)"}``."""
-    parsed = {}
-    for o in overrides:
-        key, sep, value = o.lstrip("+~").partition("=")
-        if key.startswith(IGNORED_PREFIXES) or key in IGNORED_KEYS:
-            continue
-        parsed[key] = value if sep else "(deleted)"
-    return parsed
-
-
 def load_run(run_dir: Path) -> Run:
-    metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    """The run in ``run_dir``; a damaged record is a RecordError (one line naming the file)."""
+    rec = record.read(run_dir)
+    metrics = rec.to_dict() if rec is not None else {}
     overrides = metrics.get("overrides")
     if overrides is None:
         overrides_file = run_dir / ".hydra" / "overrides.yaml"
@@ -125,20 +115,6 @@ def configured_value(run_dir: Path, key: str) -> str:
     return "-"
 
 
-def short_keys(keys: list[str]) -> dict[str, str]:
-    """The shortest dotted suffix that is unique among ``keys``: model.heads -> heads."""
-    short = {}
-    for key in keys:
-        parts = key.split(".")
-        for n in range(1, len(parts) + 1):
-            cand = ".".join(parts[-n:])
-            others = [k for k in keys if k != key and (k == cand or k.endswith("." + cand))]
-            if not others and cand not in CSV_METRICS + ["job"]:
-                break
-        short[key] = cand
-    return short
-
-
 def label_runs(runs: list[Run]) -> None:
     """Fill each run's label and swept values (the keys whose values differ across runs)."""
     names = [r.run_dir.name for r in runs]
@@ -155,7 +131,8 @@ def label_runs(runs: list[Run]) -> None:
 def sort_key(run: Run) -> tuple:
     """Completed runs best first, then pruned ones, then runs without a val loss, failed and missing ones last."""
     loss = run.val_loss
-    return ({"completed": 0, "pruned": 1}.get(run.status, 2), loss is None, loss if loss is not None else 0.0)
+    rank = {Status.COMPLETED: 0, Status.PRUNED: 1}.get(run.status, 2)
+    return (rank, loss is None, loss if loss is not None else 0.0)
 
 
 def load_runs(paths: list[Path]) -> list[Run]:

@@ -11,8 +11,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from article_gpt.runs.record import MISSING, Status
 from article_gpt.sweeps.plot import plot_comparison, plot_history
-from article_gpt.sweeps.records import CSV_METRICS, OK_STATUSES, Run
+from article_gpt.sweeps.records import CSV_METRICS, Run
 
 
 def _fmt_count(n: Any) -> str:
@@ -36,7 +37,7 @@ def _fmt(v: Any, spec: str) -> str:
 
 def markdown_table(runs: list[Run]) -> str:
     swept = list(runs[0].swept) if runs else []
-    with_error = any(r.status not in OK_STATUSES for r in runs)
+    with_error = any(not r.ok for r in runs)
     head = ["job", *swept, "params", "non-emb params", "best val loss", "val ppl", "tokens seen", "train FLOPs",
             "tokens/s", "MFU", "wall time",
             "status", *(["error"] if with_error else [])]
@@ -49,17 +50,17 @@ def markdown_table(runs: list[Run]) -> str:
                  _fmt(m.get("tokens_per_sec"), ".0f"), _fmt(m.get("mfu"), ".1%"), _fmt_seconds(m.get("elapsed_s")),
                  r.status]
         if with_error:
-            cells.append((r.error or "") if r.status not in OK_STATUSES else "")
+            cells.append((r.error or "") if not r.ok else "")
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
 def failure_line(runs: list[Run]) -> str | None:
     """``"1 of 3 jobs failed"``, or None when every run completed."""
-    bad = [r.status for r in runs if r.status not in OK_STATUSES]  # pruned trials stopped on purpose
+    bad = [r.status for r in runs if not r.ok]  # pruned trials stopped on purpose
     if not bad:
         return None
-    if set(bad) == {"failed"}:
+    if set(bad) == {Status.FAILED}:
         return f"{len(bad)} of {len(runs)} jobs failed"
     kinds = ", ".join(f"{bad.count(s)} {s}" for s in dict.fromkeys(bad))
     return f"{len(bad)} of {len(runs)} jobs did not complete ({kinds})"
@@ -99,10 +100,10 @@ def search_lines(runs: list[Run]) -> list[str]:
     trials = [r for r in runs if isinstance(r.metrics.get("trial_number"), int)]
     if not trials:
         return []
-    counts = ", ".join(f"{n} {s}" for s in ("completed", "pruned", "failed", "interrupted", "missing")
+    counts = ", ".join(f"{n} {s}" for s in (*Status, MISSING)
                        if (n := sum(r.status == s for r in trials)))
     lines = ["## Search", "", f"{len(trials)} trials ({counts}).", ""]
-    done = [r for r in trials if r.status == "completed" and r.val_loss is not None]
+    done = [r for r in trials if r.status == Status.COMPLETED and r.val_loss is not None]
     if done:  # runs arrive sorted, best first
         best = done[0]
         params = ", ".join(f"{k}={v}" for k, v in best.swept.items()) or "-"

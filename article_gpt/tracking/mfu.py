@@ -173,9 +173,10 @@ def peak_memory(device: torch.device | None) -> dict:
 
 
 def run_record(trainer, metrics: dict, precision: str, tf32: bool, cache_file=None) -> dict:
-    """metrics.json's performance facts for a finished run: the device's peak and where it comes
-    from, MFU over every device (tokens_per_sec counts every DDP rank) and peak memory.
-    Never raises: it runs in the run's closing path."""
+    """The run record's performance fields: the device's peak and where it comes from, MFU over
+    every device (tokens_per_sec counts every DDP rank) and peak memory. ``metrics`` gives what
+    they are computed from: ``tokens_per_sec``, ``flops_per_token`` and ``threads`` (the CPU peak
+    is measured at the job's thread count). Never raises: it runs in the run's closing path."""
     try:
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         out = peak_memory(device)

@@ -1,4 +1,4 @@
-"""What a run leaves on disk: metrics.json, loss.png and samples.txt.
+"""What a run measures as it trains, and the files drawn from it: loss.png and samples.txt.
 
 ``RunRecorder`` keeps the loss history itself (independent of any logger, so the files exist
 with ``logger=none``) and times only the training batches, so tokens/s is not diluted by
@@ -7,35 +7,19 @@ validation, sampling or start-up.
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
 
-from article_gpt.errors import ConfigError
+MAX_EXP = math.log(sys.float_info.max)  # 709.78: math.exp of more raises OverflowError
 
 
 class NonFiniteLossError(FloatingPointError):
     pass
-
-
-def finished_run_refusal(run_dir: Path) -> ConfigError | None:
-    """The error to stop with when ``run_dir`` already holds a finished run (metrics.json says
-    completed or pruned, or cannot be read). Interrupted and failed runs are resumed or run
-    again in place (the rule in article_gpt/recovery/resume.py)."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.exists():
-        return None
-    try:
-        status = json.loads(path.read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
-    if status in ("interrupted", "failed"):
-        return None
-    return ConfigError(f"{run_dir}: already holds a finished run; refusing to overwrite it")
 
 
 class RunRecorder(L.Callback):
@@ -102,11 +86,40 @@ class RunRecorder(L.Callback):
         finite = [v for _, v in trained if math.isfinite(v)]
         return min(finite) if finite else None
 
+    def record(self, t_start: float) -> dict:
+        """The run record's fields this callback owns; ``t_start``: when the job started."""
+        first, started = self.first_step_wall, process_started_at()
+        return {
+            "val_loss": self.best_val,
+            "val_ppl": perplexity(self.best_val),
+            "val_loss_initial": self.initial_val,
+            "train_loss": self.train_curve[-1][1] if self.train_curve else None,
+            "tokens_per_sec": self.tokens_per_sec,
+            "first_step_s": round(first - t_start, 3) if first else None,
+            # from the process's own start: imports, config, data, model and sanity check count
+            "start_to_first_step_s": round(first - started, 3) if first and started else None,
+            # (step, loss) of every validation: sweep comparisons read curves from disk, any launcher
+            "val_curve": [[step, loss] for step, loss in self.val_curve],
+        }
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss), or None where there is none to give: no loss, a non-finite one, or a diverged run's
+    loss above ~709, whose exp overflows a float (math.exp would raise in the closing path)."""
+    if loss is None or not math.isfinite(loss) or loss > MAX_EXP:
+        return None
+    return math.exp(loss)
+
+
+def process_started_at() -> float | None:
+    """Wall-clock time this process started (Linux: /proc), else None. Python's own start-up and
+    every import count, as they do for a user waiting on the first step."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def plot_losses(path: Path, recorder: RunRecorder, title: str) -> None:

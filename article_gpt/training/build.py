@@ -10,8 +10,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig
 
 from article_gpt.recovery.checkpoint_io import AtomicCheckpointIO, ResumeState
-from article_gpt.recovery.resume import CHECKPOINT
 from article_gpt.recovery.signals import GracefulStop
+from article_gpt.runs.dirs import LAST as CHECKPOINT
 from article_gpt.training.module import GPTModule
 
 
@@ -45,11 +45,3 @@ def build_trainer(cfg: DictConfig, loggers: list, extra_callbacks: list, run_dir
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
     )
-
-
-def resumed_from_step(trainer: L.Trainer | None) -> int | None:
-    """The step a resumed fit started from (None for a fresh one)."""
-    for c in trainer.callbacks if trainer is not None else []:
-        if isinstance(c, ResumeState):
-            return c.resumed_from_step
-    return None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from article_gpt.sweeps import records
+from article_gpt.runs.naming import parse_overrides, short_keys
 
 
 @dataclass
@@ -27,8 +27,8 @@ class RunContext:
 def short_name(overrides: list[str]) -> str:
     """``model.heads=4`` -> ``heads=4`` (the shortest unique key suffix, as in sweep summaries);
     where the run writes (``paths.*``, ``hydra.*``) and its tags are not part of its name."""
-    parsed = records.parse_overrides(overrides)
-    short = records.short_keys(list(parsed))
+    parsed = parse_overrides(overrides)
+    short = short_keys(list(parsed))
     return ",".join(f"{short[k]}={v}" for k, v in parsed.items())
 
 

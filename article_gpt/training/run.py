@@ -1,16 +1,12 @@
-"""One training run: validate -> build -> fit -> artifacts, with W&B always closed.
+"""One training run as a pipeline: start rule -> validate -> claim cores -> build -> fit -> close.
 
-A run that fails still writes ``metrics.json`` (``status: failed`` and a one-line error;
-the traceback goes to ``error.log``). In a multirun the failure is returned as NaN, so the
-sweep goes on with its next job and sweepers such as Optuna see a failed trial; a single run
-re-raises it for the entry point to report in one line.
+Where a run starts in a directory that already holds one, the start rule (recovery/resume.py)
+decides first: skip, resume, run again or start fresh. The closing path (training/closing.py)
+runs whatever happens after that: the record is written and W&B closed.
 """
 
 from __future__ import annotations
 
-import math
-import time
-import traceback
 import warnings
 
 import lightning as L
@@ -20,16 +16,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from article_gpt.config.rules import validate
-from article_gpt.errors import ArticleGPTError, RunFailedError, describe
-from article_gpt.parallel import cores as threads
-from article_gpt.parallel import ddp as distributed
+from article_gpt.config.shape import with_pretrained_shape
+from article_gpt.parallel import cores
 from article_gpt.recovery import resume
 from article_gpt.tracking import loggers as tracking
-from article_gpt.tracking import mfu
-from article_gpt.tracking import recorder as artifacts
-from article_gpt.tracking.report import collect_metrics, report, write_run_files
 from article_gpt.training.budget import ComputeBudget
-from article_gpt.training.build import build_module, build_trainer, resumed_from_step
+from article_gpt.training.build import build_module, build_trainer
+from article_gpt.training.closing import Job, closing
 from article_gpt.training.context import RunContext, run_context
 from article_gpt.training.pruning import pruning_callback
 
@@ -43,69 +36,38 @@ warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigSto
 def train(cfg: DictConfig, ctx: RunContext | None = None) -> float:
     """Fit one model; return the optimized metric (``cfg.optimized_metric``), NaN on failure."""
     ctx = ctx or run_context(cfg)
-    run_dir = ctx.run_dir
-    # a directory that already holds a run: skip it, resume it or run it again (article_gpt/recovery/resume.py)
-    start = resume.begin(run_dir, cfg.get("resume"), ctx.multirun, ctx.overrides, cfg.get("optimized_metric"))
+    start = resume.begin(ctx.run_dir, cfg.get("resume"), ctx.multirun, ctx.overrides, cfg.get("optimized_metric"))
     if not isinstance(start, resume.Start):
-        return start  # a finished sweep job: its recorded metric, its files untouched
-    run_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
-    recorder, loggers, module, trainer = artifacts.RunRecorder(), [], None, None
-    derived: dict = {}
-    pruning = pruning_callback(cfg.get("trial"))  # an Optuna trial's reports, else None
-    status, error = "failed", None
-    # DDP: only rank 0 writes the run's files and W&B run (article_gpt/parallel/ddp.py)
-    rank_zero, rank_env, cores = distributed.is_rank_zero(), distributed.rank_environment(), None
-    try:
-        validate(cfg, hydra=HydraConfig.get() if HydraConfig.initialized() else None)  # + keys too
-        cores = threads.claim(cfg)  # this job's share of the cores -> torch threads
-        if cfg.tf32 and torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = instantiate(cfg.data, _convert_="all")
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        module = build_module(resolved)
-        start = resume.check_checkpoint(start, dict(module.hparams["model"]), run_dir, ctx.multirun)
-        derived = {**module.model.num_params(), "flops_per_token": module.model.flops_per_token(),
-                   **datamodule.token_counts()}
-        logger_cfg = resolved.get("logger") if rank_zero else None  # other ranks: no W&B run
-        loggers = tracking.build_loggers(logger_cfg or {}, run_dir, ctx.group, ctx.name,
-                                         {**resolved, **derived}, resolved.get("tags"), run_id=start.wandb_id)
-        meter = ComputeBudget(**(cfg.get("budget") or {}), flops_per_token=derived["flops_per_token"])
-        trainer = build_trainer(cfg, loggers, [recorder, meter] + ([pruning] if pruning else []), run_dir)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=start.checkpoint)
-        status = "interrupted" if trainer.interrupted else "pruned" if pruning and pruning.pruned else "completed"
-    except Exception as err:
-        error = describe(err)
-        (run_dir / ("error.log" if rank_zero else f"error.rank{distributed.rank_label()}.log")).write_text(
-            traceback.format_exc())
-        if not ctx.multirun:
-            if isinstance(err, ArticleGPTError):
-                raise
-            raise RunFailedError(f"{error} (traceback in {run_dir / 'error.log'})") from err
-    except BaseException as err:  # Ctrl-C, SIGTERM from a scheduler, SystemExit: stopped, not broken
-        status, error = "interrupted", describe(err)
-        raise
-    finally:
-        distributed.end_job(trainer, rank_env, failed=status not in ("completed", "pruned"))
-        if cores is not None:
-            cores.release()
-        metrics = {"status": status, "error": error, "val_loss": None}  # replaced at once: collect never raises
-        try:
-            metrics = collect_metrics(status, error, ctx, recorder, module, trainer, derived, loggers, t_start)
-            metrics.update(start.record(resumed_from_step(trainer)))
-            metrics.update(pruning.record() if pruning else {})
-            metrics.update(cores.record() if cores else {})
-            metrics.update(mfu.run_record(trainer, metrics, cfg.trainer.get("precision", "32-true"), cfg.get("tf32")))
-            if rank_zero:
-                write_run_files(run_dir, metrics, recorder, module)
-            tracking.log_samples_table(loggers, module.samples if module else [])
-        finally:  # whatever failed above, the W&B run is closed, with the run's real status
-            final = {"status": status, "best_val_loss": metrics["val_loss"],
-                     **{k: metrics.get(k) for k in ("tokens_seen", "train_flops", "tokens_per_sec", "mfu")}}
-            tracking.finish_loggers(loggers, final,
-                                    failed=status not in ("completed", "pruned"))
-        if rank_zero:
-            report(metrics, module)
-    value = metrics.get(cfg.get("optimized_metric") or "val_loss")
-    return float(value) if status == "completed" and value is not None else math.nan
+        return start  # a finished sweep job (its recorded metric, its files untouched), or refused
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    job = Job(cfg, ctx, start, pruning_callback(cfg.get("trial")))
+    with closing(job):
+        cfg = with_pretrained_shape(cfg)
+        if ctx.multirun:  # a single run was validated before its run dir existed (training/guards.py)
+            validate(cfg, hydra=HydraConfig.get() if HydraConfig.initialized() else None)
+        job.cores = cores.claim(cfg)  # this job's share of the cores -> torch threads
+        datamodule = build(job, cfg)
+        job.trainer.fit(job.module, datamodule=datamodule, ckpt_path=job.start.checkpoint)
+        job.finish()
+    return job.value()
+
+
+def build(job: Job, cfg: DictConfig) -> L.LightningDataModule:
+    """The datamodule, module, loggers and Trainer of ``job``, from its config."""
+    if cfg.tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    job.module = build_module(resolved)
+    job.start = resume.check_checkpoint(job.start, dict(job.module.hparams["model"]), job.ctx.run_dir,
+                                        job.ctx.multirun)
+    model = job.module.model
+    job.derived = {**model.num_params(), "flops_per_token": model.flops_per_token(), **datamodule.token_counts()}
+    logger_cfg = resolved.get("logger") if job.rank_zero else None  # other ranks: no W&B run
+    job.loggers = tracking.build_loggers(logger_cfg or {}, job.ctx.run_dir, job.ctx.group, job.ctx.name,
+                                         {**resolved, **job.derived}, resolved.get("tags"), run_id=job.start.wandb_id)
+    meter = ComputeBudget(**(cfg.get("budget") or {}), flops_per_token=job.derived["flops_per_token"])
+    extra = [job.recorder, meter] + ([job.pruning] if job.pruning else [])
+    job.trainer = build_trainer(cfg, job.loggers, extra, job.ctx.run_dir)
+    return datamodule

@@ -1,0 +1,107 @@
+"""``resume=<run dir>|latest`` and ``resume_sweep=<sweep dir>``, turned into ordinary Hydra
+overrides before Hydra starts: the run's own recorded overrides, plus budget keys, plus
+``hydra.run.dir=<run dir>`` (a sweep: its recorded command line and ``hydra.sweep.dir``).
+Anything else is refused with one line, because a resumed run must be the same run. What the
+job then does in its directory is the start rule (recovery/resume.py). No torch here: this
+runs before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from article_gpt.errors import ConfigError
+from article_gpt.runs import dirs
+
+BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
+BUDGET_PREFIX = "budget."
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def is_budget_key(key: str) -> bool:
+    return key in BUDGET_KEYS or key.startswith(BUDGET_PREFIX)
+
+
+def _hydra_value(text: str) -> str:
+    """A path as one Hydra override value (quoted unless plainly safe)."""
+    if re.fullmatch(r"[\w/.\-:~+@]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _read_overrides(path: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.load(path)]
+
+
+def _log_dir(args: list[str]) -> Path:
+    for a in args:
+        if override_key(a) == "paths.log_dir":
+            return Path(a.split("=", 1)[1]).expanduser()
+    return Path(os.environ.get("ARTICLE_GPT_ROOT", ".")) / "outputs"
+
+
+def rewrite_argv(argv: list[str]) -> list[str]:
+    """``resume=<dir>`` / ``resume_sweep=<dir>`` -> the overrides that recompose that run or sweep."""
+    args = argv[1:]
+    keys = [override_key(a) for a in args]
+    if "resume" in keys:
+        return [argv[0], *_resume_run_args(args)]
+    if "resume_sweep" in keys:
+        return [argv[0], *_resume_sweep_args(args)]
+    return argv
+
+
+def _resume_run_args(args: list[str]) -> list[str]:
+    spec = next(a for a in args if override_key(a) == "resume").split("=", 1)[1]
+    flags = [a for a in args if a.startswith("-")]
+    if "-m" in flags or "--multirun" in flags:
+        raise ConfigError(f"resume={spec}: resumes one run; for a sweep use resume_sweep=<sweep dir>")
+    given = [a for a in args if not a.startswith("-") and override_key(a) != "resume"]
+    # Hydra's own settings pass through (a DDP rank started by rank 0 names the run dir again)
+    hydra = [a for a in given if override_key(a).startswith("hydra.") and override_key(a) != "hydra.run.dir"]
+    given = [a for a in given if not override_key(a).startswith("hydra.")]
+    run_dir = dirs.latest_resumable(_log_dir(given)) if spec == "latest" else Path(spec).expanduser()
+    if not (run_dir / dirs.OVERRIDES).is_file():
+        raise ConfigError(f"resume={spec}: not a run directory (no .hydra/overrides.yaml); "
+                          "pass a folder under outputs/runs/ or outputs/sweeps/<id>/, or resume=latest")
+    run_dir = run_dir.resolve()
+    stored = _read_overrides(run_dir / ".hydra" / "overrides.yaml")
+    budget = [a for a in given if is_budget_key(override_key(a))]
+    for a in given:
+        if a not in budget and a not in stored:
+            raise ConfigError(f"{a}: resume= continues the run with its own config; only {', '.join(BUDGET_KEYS)} "
+                              f"and budget.* may change (start a new run to change {override_key(a)})")
+    done = dirs.finished_record(run_dir)
+    if done is not None and not budget:
+        raise ConfigError(f"resume={spec}: {run_dir} already {done.status} at step {done.steps}; "
+                          "raise trainer.max_steps, trainer.max_epochs or budget.* to train it further")
+    replaced = {override_key(a) for a in budget}
+    kept = [o for o in stored if override_key(o) not in replaced | {"resume", "resume_sweep"}]
+    where = _hydra_value(str(run_dir))
+    return [*flags, *kept, *budget, *hydra, f"hydra.run.dir={where}", f"resume={where}"]
+
+
+def _resume_sweep_args(args: list[str]) -> list[str]:
+    from omegaconf import OmegaConf
+
+    spec = next(a for a in args if override_key(a) == "resume_sweep").split("=", 1)[1]
+    sweep_dir = Path(spec).expanduser()
+    record = sweep_dir / "multirun.yaml"
+    if not record.is_file():
+        raise ConfigError(f"resume_sweep={spec}: not a sweep directory (no multirun.yaml)")
+    overrides = OmegaConf.load(record).hydra.overrides
+    hydra = [str(o) for o in overrides.hydra if override_key(str(o)) not in ("hydra.sweep.dir", "hydra.mode")]
+    task = [str(o) for o in overrides.task]
+    given = [a for a in args if not a.startswith("-") and override_key(a) != "resume_sweep"]
+    for a in given:
+        if a not in task and a not in hydra:
+            raise ConfigError(f"{a}: resume_sweep= re-runs the sweep exactly as it was recorded "
+                              f"({' '.join(task)}); start a new sweep to change it")
+    return ["-m", *hydra, *task, f"hydra.sweep.dir={_hydra_value(str(sweep_dir.resolve()))}"]

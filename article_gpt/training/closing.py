@@ -1,0 +1,169 @@
+"""The closing path of a run: whatever happened, the run ends recorded.
+
+:class:`Job` collects what a run builds as it goes (cores, module, trainer, loggers); the
+:func:`closing` context manager classifies how the body ended and then, in one place that never
+raises past itself: ends the DDP job, releases the cores, assembles the run record from the
+fields each part owns, writes metrics.json, loss.png and samples.txt (rank 0 only), closes W&B
+with the run's real status, and prints the end-of-run lines.
+
+A run that fails still writes its record (``status: failed`` and a one-line error; the
+traceback goes to ``error.log``). In a multirun the failure is swallowed here, so the sweep goes
+on with its next job and sweepers such as Optuna see NaN; a single run re-raises it for the
+entry point to report in one line.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig
+
+from article_gpt.errors import ArticleGPTError, RunFailedError, describe
+from article_gpt.parallel import ddp
+from article_gpt.parallel.cores import CoreShare
+from article_gpt.recovery.checkpoint_io import ResumeState
+from article_gpt.recovery.resume import Start
+from article_gpt.runs import record
+from article_gpt.runs.record import RunRecord, Status
+from article_gpt.tracking import loggers as tracking
+from article_gpt.tracking import mfu
+from article_gpt.tracking.recorder import RunRecorder, plot_losses, write_samples
+from article_gpt.tracking.report import report
+from article_gpt.training.budget import budget_record
+from article_gpt.training.context import RunContext
+from article_gpt.training.pruning import OptunaPruning
+
+
+@dataclass
+class Job:
+    """One run as it is built; every part is optional until the body has made it."""
+
+    cfg: DictConfig
+    ctx: RunContext
+    start: Start
+    pruning: OptunaPruning | None
+    recorder: RunRecorder = field(default_factory=RunRecorder)
+    t_start: float = field(default_factory=time.time)
+    rank_zero: bool = field(default_factory=ddp.is_rank_zero)  # only rank 0 writes files and W&B
+    rank_env: dict = field(default_factory=ddp.rank_environment)
+    cores: CoreShare | None = None
+    module: Any = None
+    trainer: Any = None
+    loggers: list = field(default_factory=list)
+    derived: dict = field(default_factory=dict)  # parameters, FLOPs per token, corpus tokens
+    status: Status = Status.FAILED
+    error: str | None = None
+    record: RunRecord | None = None
+
+    def finish(self) -> None:
+        """The body ended normally: completed, pruned, or stopped by a signal Lightning caught."""
+        if self.trainer.interrupted:
+            self.status = Status.INTERRUPTED
+        else:
+            self.status = Status.PRUNED if self.pruning and self.pruning.pruned else Status.COMPLETED
+
+    def value(self) -> float:
+        """What a sweeper gets back: the optimized metric of a completed run, else NaN."""
+        got = self.record.to_dict().get(self.cfg.get("optimized_metric") or "val_loss") if self.record else None
+        return float(got) if self.status is Status.COMPLETED and got is not None else math.nan
+
+
+@contextmanager
+def closing(job: Job) -> Iterator[Job]:
+    """Run the body, classify how it ended, and always close the run (module doc)."""
+    try:
+        yield job
+    except Exception as err:
+        job.status, job.error = Status.FAILED, describe(err)
+        log = "error.log" if job.rank_zero else f"error.rank{ddp.rank_label()}.log"
+        (job.ctx.run_dir / log).write_text(traceback.format_exc())
+        if not job.ctx.multirun:
+            if isinstance(err, ArticleGPTError):
+                raise
+            raise RunFailedError(f"{job.error} (traceback in {job.ctx.run_dir / 'error.log'})") from err
+    except BaseException as err:  # Ctrl-C, SIGTERM from a scheduler, SystemExit: stopped, not broken
+        job.status, job.error = Status.INTERRUPTED, describe(err)
+        raise
+    finally:
+        close(job)
+
+
+def close(job: Job) -> None:
+    """End DDP, release cores, record, write, finish W&B, report. Never raises."""
+    ddp.end_job(job.trainer, job.rank_env, failed=not job.status.finished)
+    if job.cores is not None:
+        job.cores.release()
+    job.record = assemble(job)
+    try:
+        if job.rank_zero:
+            write_files(job)
+        tracking.log_samples_table(job.loggers, job.module.samples if job.module else [])
+    except Exception as err:  # a file that cannot be written must not leave W&B running
+        print(f"note: the run's files could not all be written ({describe(err)})", flush=True)
+    finally:
+        rec = job.record
+        summary = {"status": str(rec.status), "best_val_loss": rec.val_loss, "tokens_seen": rec.tokens_seen,
+                   "train_flops": rec.train_flops, "tokens_per_sec": rec.tokens_per_sec, "mfu": rec.mfu}
+        tracking.finish_loggers(job.loggers, summary, failed=not job.status.finished)
+    if job.rank_zero:
+        report(job.record.to_dict(), job.module)
+
+
+def assemble(job: Job) -> RunRecord:
+    """The run record, each field from the part that owns it. A fact that cannot be read leaves
+    a smaller record (with ``report_error``), never no record and an unfinished W&B run."""
+    try:
+        trainer = job.trainer
+        own = {
+            **job.recorder.record(job.t_start),
+            **job.derived,
+            **budget_record(trainer),
+            "steps": trainer.global_step if trainer else 0,
+            "epochs": trainer.current_epoch if trainer else 0,
+            "elapsed_s": round(time.time() - job.t_start, 3),
+            **_identity(job),
+            **tracking.wandb_run_info(job.loggers),
+            **job.start.record(_resumed_from_step(trainer)),
+            **(job.pruning.record() if job.pruning else {}),
+            **(job.cores.record() if job.cores else {}),
+        }
+        speed = {k: own.get(k) for k in ("tokens_per_sec", "flops_per_token", "threads")}
+        if speed["tokens_per_sec"] and speed["flops_per_token"]:
+            own["model_flops_per_sec"] = speed["flops_per_token"] * speed["tokens_per_sec"]
+        precision = str(job.cfg.trainer.get("precision", "32-true"))
+        own.update(mfu.run_record(trainer, speed, precision, bool(job.cfg.get("tf32"))))
+        return RunRecord(status=job.status, error=job.error, **own)
+    except Exception as err:  # a bug in one fact must not cost the run its record
+        r = job.recorder
+        return RunRecord(status=job.status, error=job.error, val_loss=r.best_val, val_loss_initial=r.initial_val,
+                         **job.derived, **_identity(job), elapsed_s=round(time.time() - job.t_start, 3),
+                         report_error=describe(err), val_curve=[[s, v] for s, v in r.val_curve])
+
+
+def _identity(job: Job) -> dict:
+    ckpt = getattr(job.trainer, "checkpoint_callback", None) if job.trainer else None
+    return {"best_ckpt": getattr(ckpt, "best_model_path", None) or None, "run_dir": str(job.ctx.run_dir),
+            "group": job.ctx.group, "name": job.ctx.name, "overrides": job.ctx.overrides}
+
+
+def _resumed_from_step(trainer) -> int | None:
+    """The step a resumed fit started from (None for a fresh one)."""
+    for c in trainer.callbacks if trainer is not None else []:
+        if isinstance(c, ResumeState):
+            return c.resumed_from_step
+    return None
+
+
+def write_files(job: Job) -> None:
+    rec, run_dir = job.record, job.ctx.run_dir
+    record.write(run_dir, rec)
+    if job.recorder.train_curve or job.recorder.val_curve:
+        plot_losses(run_dir / "loss.png", job.recorder, f"{rec.group}  {rec.name}")
+    if job.module is not None and job.module.samples:
+        write_samples(run_dir / "samples.txt", job.module.samples)
