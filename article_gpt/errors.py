@@ -88,7 +88,11 @@ def hydra_error_line(err: BaseException) -> str:
         return f"{err.override}: not a valid override ({err.message.splitlines()[0]}); e.g. key=value, +key=value"
     if first.startswith("Could not override '"):
         key = first.split("'")[1]
-        return f"{key}: no such key in the config; a new key is added with +{key}=... where something reads it"
+        added = f"a new key is added with +{key}=... where something reads it"
+        near = nearest_key(key, composed_keys(err))
+        if near:
+            return f"{key}: no such key in the config; did you mean {near}? ({added})"
+        return f"{key}: no such key in the config; {added}"
     if first.startswith("Could not append to config. An item is already at '"):
         key = first.split("'")[1]
         return f"+{key}: {key} is already in the config; set it without the +: {key}=..."
@@ -99,6 +103,55 @@ def hydra_error_line(err: BaseException) -> str:
         if line.strip():
             lines.append(line.strip())
     return "; ".join(lines)[:300] or type(err).__name__
+
+
+def composed_keys(err: BaseException) -> list[str]:
+    """Every dotted key of the config Hydra had composed when an override named an unknown key:
+    the config without that override (its groups chosen, the overrides before it applied), which
+    OmegaConf's error carries as the node the key was looked up in. No second composition, no
+    interpolation resolved; [] where the error carries no config."""
+    cause = err.__cause__ or err.__context__
+    node = getattr(cause, "parent_node", None)
+    root = getattr(node, "_get_root", None)
+    if root is None:
+        return []
+    from omegaconf import DictConfig
+    from omegaconf.errors import OmegaConfBaseException
+
+    keys: list[str] = []
+
+    def walk(cfg: DictConfig, prefix: str) -> None:
+        try:  # an interpolated node stays its ${...} string
+            items = list(cfg.items_ex(resolve=False))
+        except OmegaConfBaseException:  # a typed node that is None or ??? (hydra.sweeper.params): no keys
+            return
+        for key, value in items:
+            keys.append(prefix + str(key))
+            if isinstance(value, DictConfig):
+                walk(value, f"{prefix}{key}.")
+
+    try:
+        walk(root(), "")
+    except Exception:  # a suggestion is a courtesy: never the reason the one line is not printed
+        return []
+    return keys
+
+
+def nearest_key(key: str, keys: list[str]) -> str | None:
+    """The valid key ``key`` most likely means, or None where none is close: the one key of that
+    exact name at another level (heads -> model.heads), else a sibling with a close name
+    (model.hedas -> model.heads), else a close dotted key (modle.heads -> model.heads)."""
+    import difflib
+
+    parent, _, leaf = key.rpartition(".")
+    elsewhere = [k for k in keys if k.rpartition(".")[2] == leaf]
+    if len(elsewhere) == 1:
+        return elsewhere[0]
+    siblings = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == parent}
+    if match := difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.75):
+        return siblings[match[0]]
+    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
+    return match[0] if match else None
 
 
 def run_main(main: Callable[[], Any]) -> Any:

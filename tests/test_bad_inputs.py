@@ -195,6 +195,75 @@ def test_generate_hydra_error_is_one_line(clean_env):
     assert_refused(run("generate.py", "nucleus=0.9", env=clean_env), r"nucleus: no such key in the config")
 
 
+@pytest.mark.parametrize("script, args, pattern", [
+    ("train.py", ["model.hedas=4"], r"model\.hedas: no such key in the config; did you mean model\.heads\? "
+                                    r"\(a new key is added with \+model\.hedas=\.\.\. where something reads it\)$"),
+    ("train.py", ["modle.heads=4"], r"modle\.heads: no such key in the config; did you mean model\.heads\?"),
+    ("train.py", ["heads=4"], r"heads: no such key in the config; did you mean model\.heads\?"),  # at another level
+    ("train.py", ["model=small", "trainer.max_step=3"], r"trainer\.max_step: .*; did you mean trainer\.max_steps\?"),
+    ("generate.py", ["temprature=0"], r"temprature: no such key in the config; did you mean temperature\? "),
+    # nothing close: no guess, the line as before
+    ("train.py", ["model.foo=1"], r"model\.foo: no such key in the config; a new key is added with \+model\.foo=\.\.\. "
+                                  r"where something reads it$"),
+    ("generate.py", ["nucleus=0.9"], r"nucleus: no such key in the config; a new key is added with \+nucleus="),
+])
+def test_unknown_key_suggests_the_nearest_valid_one(run_cli, outputs, script, args, pattern):
+    """The real entry points: the composed config's keys (groups as chosen) give the nearest one."""
+    assert_refused(run_cli(script, *args, check=False), pattern)
+    assert not leftover_runs(outputs)
+
+
+def data_path_cases(tmp_path: Path, home: str) -> dict[str, tuple[list[str], str]]:
+    (tmp_path / "pdfs").mkdir()
+    (tmp_path / "pdfs" / "paper.pdf").write_bytes(b"%PDF-1.4")
+    tmp, root = re.escape(str(tmp_path)), re.escape(str(ROOT))
+    missing = r": no such file or directory; expected a file, a directory of \.txt/\.md files or a glob$"
+    medium = (r"/my_articles: no such file or directory; data=medium reads the stories scripts/import_medium\.py "
+              r"writes: run python scripts/import_medium\.py <export\.zip> --out {} first$")
+    return {  # train.py expands the ~ (as bash would for a path) to the HOME of the test's environment
+        "train": (["data.train.path=~/nonexistent"], rf"data\.train\.path={re.escape(home)}/nonexistent{missing}"),
+        "val": ([f"data.val.path={tmp_path}/missing.txt"], rf"data\.val\.path={tmp}/missing\.txt{missing}"),
+        "no_text": ([f"data.train.path={tmp_path}/pdfs"],
+                    rf"data\.train\.path={tmp}/pdfs: directory holds no \.txt/\.md files$"),
+        "glob": ([f"data.train.path={tmp_path}/*.txt"], rf"data\.train\.path={tmp}/\*\.txt: glob matches no files$"),
+        "medium": (["data=medium", f"paths.data_dir={tmp_path}"],
+                   rf"data\.train\.path={tmp}" + medium.format(f"{tmp}/my_articles")),
+        "medium_default": (["data=medium"], rf"data\.train\.path={root}/data" + medium.format("data/my_articles")),
+    }
+
+
+def test_a_sweep_of_data_paths_is_checked_job_by_job(tmp_path):
+    """`-m data=medium data.train.path=a,b`: the sweep's shared config holds the default path, which
+    need not exist (the jobs read a and b); each job checks its own."""
+    from omegaconf import OmegaConf
+
+    from article_gpt.config.paths import check_data_paths
+
+    cfg = compose_cfg("train", "data=medium", f"paths.data_dir={tmp_path}")  # no my_articles there
+    for swept in ([f"data.train.path={tmp_path}/a,{tmp_path}/b"], ["paths.data_dir=choice(x,y)"]):
+        check_data_paths(cfg, hydra=OmegaConf.create({"overrides": {"task": ["data=medium", *swept]}}))
+    with pytest.raises(ConfigError, match=r"^data\.train\.path=.*/my_articles: no such file"):  # not swept: checked
+        check_data_paths(cfg, hydra=OmegaConf.create({"overrides": {"task": ["data=medium", "seed=1,2"]}}))
+    with pytest.raises(ConfigError, match=r"^data\.train\.path=.*/my_articles: no such file"):  # a single run
+        check_data_paths(cfg)
+
+
+@pytest.mark.parametrize("case", ["train", "val", "no_text", "glob", "medium", "medium_default"])
+def test_data_path_error_names_its_key_before_torch(clean_env, outputs, tmp_path, case):
+    """A data path that names no text is a config error: one line naming the key, before torch and
+    Lightning load (well under a second, not the seconds they take), and no run dir."""
+    if case == "medium_default" and (ROOT / "data" / "my_articles").exists():
+        pytest.skip("data/my_articles exists in this checkout: data=medium has its stories")
+    (tmp_path / "data").mkdir()
+    args, pattern = data_path_cases(tmp_path / "data", clean_env["HOME"])[case]
+    proc = run("train.py", *args, f"paths.log_dir={outputs}", env=clean_env, python=("-X", "importtime"))
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "lightning", "wandb", "matplotlib"}, "a data path error must come before these load"
+    proc.stderr = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    assert_refused(proc, pattern)
+    assert not leftover_runs(outputs)  # no run dir, not even an empty one
+
+
 @pytest.mark.slow
 def test_train_data_error_leaves_no_run_dir(clean_env, outputs, tmp_path):
     """A data error is found before Hydra makes the run dir as well (torch loads first: seconds)."""

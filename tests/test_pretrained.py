@@ -134,7 +134,7 @@ def windows_loss(hf_model, ids: list[int], block: int, n: int) -> float:
 @pytest.mark.slow
 def test_finetune_end_to_end_then_generate(run_cli, outputs, hf_dir, hf_model):
     env = {"HF_HUB_OFFLINE": "1"}
-    run_cli("train.py", "model=gpt2_pretrained", f"model.pretrained={hf_dir}", "model.block_size=16",
+    run_cli("train.py", "experiment=finetune_gpt2", f"model.pretrained={hf_dir}", "model.block_size=16",
             "trainer=debug", "logger=none", "sample.max_new_tokens=4", extra_env=env, timeout=900)
     (run_dir,) = (outputs / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())

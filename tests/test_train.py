@@ -209,7 +209,8 @@ def test_refuses_to_run_into_a_finished_run_dir(runs):
 
 
 BAD_INPUTS = {  # case: (overrides, the whole stderr as a regex; {tmp} is the test's tmp dir)
-    "missing-path": (["data.train.path=/nope.txt"], r"error: /nope\.txt: no such file or directory"),
+    "missing-path": (["data.train.path=/nope.txt"], r"error: data\.train\.path=/nope\.txt: no such file or directory; "
+                     r"expected a file, a directory of \.txt/\.md files or a glob"),
     "corpus-shorter-than-block": (
         ["model.block_size=100000"],
         r"error: \S+/data/train\.txt: train split has \d+ tokens, fewer than block_size \+ 1 = 100001; .*"),

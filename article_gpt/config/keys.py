@@ -23,7 +23,7 @@ from article_gpt.errors import ConfigError
 # sections built from a class that is not named in the config itself
 SECTION_CLASSES = {
     "model": "article_gpt.model.gpt.GPTConfig",
-    "optim": "article_gpt.training.module.OptimConfig",
+    # optim names its class: optim._target_ (conf/optim/<name>.yaml), read like trainer's
     "sample": "article_gpt.training.module.SampleConfig",
     "dataloader": "article_gpt.data.corpus.LoaderConfig",
     "data.train": "article_gpt.data.corpus.SplitConfig",

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from article_gpt.config.keys import LOGGER_KINDS, check_added_keys
 from article_gpt.config.machine import validate_devices
+from article_gpt.config.paths import check_data_paths
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
 from article_gpt.runs.record import OPTIMIZABLE_METRICS
@@ -98,6 +99,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "optim.warmup_steps": int_at_least(0),
     "sample.temperature": number_in(0, 100),
     "sample.top_k": int_at_least(1, optional=True),
+    "sample.top_p": ((lambda v: v is None or (_number(v) and 0 < v <= 1)), "a number in (0, 1] or null"),
     "sample.max_new_tokens": int_at_least(0),
     "trainer.precision": ((lambda v: str(v) in PRECISIONS), "a Lightning precision: 32-true, bf16-mixed, ..."),
     "trainer.max_epochs": LIMIT,
@@ -141,8 +143,8 @@ TRAIN_RULES: dict[str, Rule] = {
 GENERATE_RULES: dict[str, Rule] = {
     "ckpt": ((lambda v: isinstance(v, str) and v.strip() != ""), "a checkpoint file, a run directory or latest"),
     "temperature": ((lambda v: _number(v) and v >= 0), "a number >= 0 (0 = greedy)"),
-    "top_k": int_at_least(1, optional=True),
-    "top_p": ((lambda v: v is None or (_number(v) and 0 < v <= 1)), "a number in (0, 1] or null"),
+    "top_k": TRAIN_RULES["sample.top_k"],  # one sampling rule: generate.py's and the training samples'
+    "top_p": TRAIN_RULES["sample.top_p"],
     "max_new_tokens": int_at_least(0),
     "num_samples": int_at_least(1),
     "seed": ((lambda v: v is None or _int(v)), "an integer or null"),
@@ -168,6 +170,7 @@ def validate(cfg: DictConfig, hydra: DictConfig | None = None) -> None:
     """The training config: every single-key rule, then the rules that relate keys. With ``hydra``
     (the run's Hydra config), keys added with ``+`` must be read by something (config/keys.py)."""
     check_rules(cfg, TRAIN_RULES)
+    check_data_paths(cfg, hydra)  # before torch: a missing corpus is one line naming its key
     n_vocab = get_encoding(cfg.tokenizer).n_vocab
     if cfg.model.vocab_size < n_vocab:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: smaller than tokenizer "

@@ -12,10 +12,8 @@ small corpus gives many distinct contexts instead of the same few dozen fixed wi
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +23,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from article_gpt.data import token_cache
+from article_gpt.data.files import TEXT_SUFFIXES, resolve_files  # noqa: F401  (the one rule; re-exported)
 from article_gpt.data.resumable import EpochShuffle, ResumableOrder
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError
 
-TEXT_SUFFIXES = (".txt", ".md")
 log = logging.getLogger(__name__)
 
 
@@ -46,25 +44,6 @@ class LoaderConfig:
     num_workers: int = 0
     drop_last: bool = False
     pin_memory: bool = False
-
-
-def resolve_files(source: str) -> list[Path]:
-    """The files a source names, in a stable order, or a DataError naming the source."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
-        if not files:
-            raise DataError(f"{source}: directory holds no {'/'.join(TEXT_SUFFIXES)} files")
-        return files
-    if glob.has_magic(source):
-        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True))
-        files = [p for p in files if p.is_file()]
-        if not files:
-            raise DataError(f"{source}: glob matches no files")
-        return files
-    raise DataError(f"{source}: no such file or directory")
 
 
 def read_documents(source: str) -> list[tuple[Path, str]]:

@@ -14,6 +14,7 @@ old sweep directory (``hydra.sweep.dir=<dir>`` or ``resume_sweep=<dir>``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -81,12 +82,19 @@ def check_checkpoint(start: Start, model: dict, run_dir: Path, multirun: bool) -
         return start
     import torch
 
+    from article_gpt.model.gpt import GPTConfig
+
     try:  # mmap: only the small hyper_parameters are read now, the weights when Lightning loads
         saved = torch.load(start.checkpoint, map_location="cpu", weights_only=True, mmap=True)
         saved = (saved.get("hyper_parameters") or {}).get("model")
     except Exception:
         return start  # unreadable: Lightning's load reports it in one line
-    if saved is None or saved == model:
+    if saved is None:
+        return start
+    # a key an older checkpoint predates holds its default there (e.g. model.gelu_approximate)
+    defaults = dataclasses.asdict(GPTConfig())
+    saved, model = {**defaults, **saved}, {**defaults, **model}
+    if saved == model:
         return start
     differ = sorted(k for k in set(saved) | set(model) if saved.get(k) != model.get(k))
     what = ", ".join(f"model.{k}={saved.get(k)} there, {model.get(k)} here" for k in differ[:3])

@@ -2,6 +2,11 @@
 
 It holds no data and opens no files: ``save_hyperparameters`` stores the model, optimizer
 and sampling settings in every checkpoint, so a checkpoint alone rebuilds the model.
+
+Each section is a dict fed to its dataclass, whose defaults are the config files' (a docstring per
+field; tests/test_presets.py checks that they agree): ``model`` to GPTConfig, ``sample`` to
+SampleConfig, and ``optim`` to the OptimConfig class its ``_target_`` names (conf/optim/<name>.yaml),
+which builds the optimizer.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
+from hydra.utils import get_class
 
 from article_gpt.data.tokenizer import encode, get_encoding
 from article_gpt.model.checkpoint import FORMAT, FORMAT_KEY
@@ -20,20 +26,63 @@ from article_gpt.model.gpt import GPT, GPTConfig
 
 @dataclass
 class OptimConfig:
+    """``optim=adamw`` (conf/optim/adamw.yaml, the default): AdamW, and the LR schedule of every
+    optimizer (linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step).
+
+    Another optimizer (``optim=muon``) is one subclass, with its fields and its own ``build``, and
+    one conf/optim/<name>.yaml whose ``_target_`` names that subclass and lists its fields."""
+
     lr: float = 1e-3
+    """Peak learning rate, reached at the end of the warmup."""
     weight_decay: float = 0.1
+    """Decoupled weight decay, on the >= 2-D weights only (GPT.param_groups)."""
     betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW's moment decay rates, each in [0, 1)."""
     warmup_steps: int = 20
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
+    """Optimizer steps of linear warmup from lr / warmup_steps to lr (at most the run's steps)."""
+    min_lr_ratio: float = 0.1
+    """The cosine decay ends at lr * min_lr_ratio on the run's last step."""
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # a list in the config files and in checkpoints
+
+    def build(self, model: GPT, device: torch.device) -> torch.optim.Optimizer:
+        """The optimizer over ``model``'s parameters on ``device``."""
+        # One fused kernel per parameter instead of a dozen passes over memory: on a 2-core CPU
+        # the for-loop AdamW took 175 ms of a step at the default model, the fused one 24 ms.
+        fused = device.type in ("cpu", "cuda")
+        return torch.optim.AdamW(model.param_groups(self.weight_decay), lr=self.lr, betas=self.betas,
+                                 fused=fused or None)
+
+
+def optim_config(optim: dict | None) -> OptimConfig:
+    """The ``optim`` section as the OptimConfig (sub)class its ``_target_`` names; without one (a
+    checkpoint written before conf/optim/ existed), OptimConfig: AdamW."""
+    fields = dict(optim or {})
+    target = fields.pop("_target_", None)
+    cls = OptimConfig if target is None else get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, OptimConfig)):
+        raise TypeError(f"optim._target_={target}: not an OptimConfig (article_gpt/training/module.py)")
+    return cls(**fields)
 
 
 @dataclass
 class SampleConfig:
+    """``sample``: the text generated at the end of every validation epoch, drawn by the decoder
+    generate.py uses, with its defaults for temperature, top_k and top_p (conf/generate.yaml)."""
+
     prompt: str = "Backpropagation is"
+    """The text to continue; "" starts a fresh document (from <|endoftext|>)."""
     max_new_tokens: int = 40
+    """Tokens to generate; 0 = no samples."""
     temperature: float = 0.8
+    """Softmax temperature; 0 = greedy decoding."""
     top_k: int | None = 50
+    """Keep the k most likely tokens; None = all."""
+    top_p: float | None = 0.95
+    """Keep the smallest set of most likely tokens with this much probability, in (0, 1]; None or 1 = all."""
     seed: int = 0
+    """Seed of the draw: the same model gives the same sample."""
 
 
 def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -61,7 +110,7 @@ class GPTModule(L.LightningModule):
         # loaded by on_fit_start: never when a checkpoint alone rebuilds the module (generate.py),
         # nor when a fit resumes from a checkpoint (its weights are already in place).
         self.pretrained = pretrained
-        self.optim = OptimConfig(**(optim or {}))
+        self.optim = optim_config(optim)
         self.sample_cfg = SampleConfig(**(sample or {}))
         self.tokenizer, self.compile = tokenizer, compile
         self.samples: list[dict] = []  # epoch, step, prompt, text: run.py saves and logs them
@@ -125,6 +174,7 @@ class GPTModule(L.LightningModule):
             cfg.max_new_tokens,
             temperature=cfg.temperature,
             top_k=cfg.top_k,
+            top_p=cfg.top_p,
             eos_id=enc.eot_token,
             generator=gen,
         )
@@ -132,12 +182,7 @@ class GPTModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        # One fused kernel per parameter instead of a dozen passes over memory: on a 2-core CPU
-        # the for-loop AdamW took 175 ms of a step at the default model, the fused one 24 ms.
-        fused = self.device.type in ("cpu", "cuda")
-        opt = torch.optim.AdamW(
-            self.model.param_groups(o.weight_decay), lr=o.lr, betas=tuple(o.betas), fused=fused or None
-        )
+        opt = o.build(self.model, self.device)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(o.warmup_steps, total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warmup, total, o.min_lr_ratio))
