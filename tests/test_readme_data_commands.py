@@ -1,22 +1,25 @@
-"""The README's own-data commands, pasted into bash as written, `~` paths included.
+"""The own-data commands of README.md and docs/*.md, pasted into bash as written, `~` paths included.
 
-Every ``python train.py`` / ``python scripts/import_medium.py`` line of the README's bash blocks
-that names a ``~`` path runs in bash with HOME pointing at a temporary folder that holds such
-files. Training commands get fast settings appended (a tiny model, a few steps, no W&B).
+Every ``python train.py`` / ``python scripts/import_medium.py`` line of their bash blocks that
+reads your files (a ``~/`` corpus or checkpoint, the Medium import, ``data=medium``) runs in bash
+with HOME pointing at a temporary folder that holds such files, in a scratch project root of its
+own (its own data/ and outputs/: the import writes its ``data/my_articles``, not the checkout's).
+Training commands get fast settings appended (a tiny model, a few steps, no W&B). The other
+commands of the docs are tested in tests/test_docs_commands.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
+import shlex
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, isolated_env
+from conftest import ROOT
+from test_docs_commands import documented_commands, fast_settings, is_own_data, overrides_of, runs_here, scratch_project
 from test_medium import STORIES
 
 FAST = ["trainer=debug", "logger=none", "sample.max_new_tokens=4", "model.block_size=16"]
@@ -24,11 +27,15 @@ TINY_SHAPE = ["model.embedding_dim=32", "model.num_layers=1", "model.heads=2", "
 
 
 def readme_commands() -> list[str]:
-    """Own-data commands: lines of ```bash blocks that run our scripts on a ~ path, comments cut."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    lines = [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S) for line in block.splitlines()]
-    commands = [re.sub(r"\s+#.*$", "", line).strip() for line in lines]
-    return [c for c in commands if c.startswith(("python train.py", "python scripts/import_medium.py")) and "~" in c]
+    """Own-data commands of the README's and docs/' bash blocks (comments cut) that this machine can
+    run: no GPU, cluster or hub download."""
+    commands = []
+    for command in documented_commands():
+        words = shlex.split(command)
+        if words[1] == "scripts/import_medium.py" or (words[1] == "train.py" and is_own_data(words)
+                                                      and runs_here(words)):
+            commands.append(command)
+    return commands
 
 
 def make_home(home: Path) -> None:
@@ -63,12 +70,10 @@ def test_readme_has_the_own_data_commands():
 
 @pytest.mark.slow
 def test_readme_own_data_commands_run_as_typed_in_bash(tmp_path):
-    env = isolated_env(tmp_path / "home")
+    root, env = scratch_project(tmp_path)  # HOME empty, `python` is this venv's, no hub
     home = Path(env["HOME"])
     make_home(home)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` is this venv's
-    env["HF_HUB_OFFLINE"] = "1"
-    outputs = tmp_path / "outputs"
+    outputs = root / "outputs"  # paths.log_dir of the scratch project
     commands = readme_commands()
     commands.sort(key=lambda c: not c.startswith("python scripts/import_medium.py"))  # the import first
     for command in commands:
@@ -79,15 +84,18 @@ def test_readme_own_data_commands_run_as_typed_in_bash(tmp_path):
                 extra = FAST  # the shape comes from the checkpoint
             else:
                 extra = FAST + TINY_SHAPE
-            extra = [*extra, f"paths.log_dir={outputs}"]
+            extra = fast_settings(overrides_of(shlex.split(command)), extra)  # the command's own values win
         before = set(outputs.glob("runs/*"))
-        proc = subprocess.run(["bash", "-c", " ".join([command, *extra])], cwd=ROOT, env=env, capture_output=True,
+        proc = subprocess.run(["bash", "-c", " ".join([command, *extra])], cwd=root, env=env, capture_output=True,
                               text=True, timeout=600, stdin=subprocess.DEVNULL)
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         if command.startswith("python train.py"):
             (run,) = set(outputs.glob("runs/*")) - before
             assert json.loads((run / "metrics.json").read_text())["status"] == "completed", command
             overrides = (run / ".hydra" / "overrides.yaml").read_text()
-            assert "~" not in overrides and str(home) in overrides  # the ~ reached Hydra expanded
+            if "~/" in command:
+                assert "~" not in overrides and str(home) in overrides  # the ~ reached Hydra expanded
         else:
-            assert "2 stories imported" in proc.stdout and any((home / "my_articles").glob("2021-*.txt"))
+            out = shlex.split(command)[shlex.split(command).index("--out") + 1]
+            out_dir = home / out[2:] if out.startswith("~/") else root / out
+            assert "2 stories imported" in proc.stdout and any(out_dir.glob("2021-*.txt"))

@@ -1,7 +1,8 @@
 """README promises that no other test holds: W&B modes, early stopping, the fused loss's accuracy.
 
-Each test names the README sentence it checks; the components are the real ones (Lightning's
-EarlyStopping as conf/callbacks/default.yaml configures it, the W&B logger factory, the fused loss).
+Each test names the sentence it checks, wherever it lives (README.md or docs/*.md); the components
+are the real ones (Lightning's EarlyStopping as conf/callbacks/default.yaml configures it, the W&B
+logger factory, the fused loss).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from hydra.utils import instantiate
 from article_gpt.model.loss import linear_cross_entropy
 from article_gpt.tracking import loggers as tracking
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+# The README and the docs/ pages it points to, as one text: a sentence may move between them.
+README = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
 
 
 # ---- "a run goes online only when you have credentials (WANDB_API_KEY or wandb login)" ----------
@@ -90,7 +92,7 @@ def test_early_stopping_ends_after_5_validations_without_improvement():
 # ---- "It matches F.cross_entropy to <a> (loss) and <b> (gradients)", at the default chunk ------------
 def test_fused_loss_accuracy_claim_at_the_default_chunk():
     claim = re.search(r"matches `F\.cross_entropy` to ([\d.e-]+) \(loss\) and ([\d.e-]+) \(gradients\)", README)
-    assert claim, "README's fused-loss accuracy sentence"
+    assert claim, "the fused-loss accuracy sentence (README.md or docs/*.md)"
     loss_tol, grad_tol = float(claim[1]), float(claim[2])
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         chunk = compose("train").model.loss_chunk_size
