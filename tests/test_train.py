@@ -182,13 +182,13 @@ def test_no_secret_is_written(runs):
 
 
 def test_every_optimizable_metric_is_in_metrics_json(runs):
-    """optimized_metric is checked against config.OPTIMIZABLE_METRICS before a run starts: the list
+    """optimized_metric is checked against runs.record.OPTIMIZABLE_METRICS before a run starts: the list
     must name only numbers a real metrics.json has, and every such number must be on it (or be a setting)."""
     m = read_metrics(runs.dirs[0])
     numbers = {k for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     assert set(OPTIMIZABLE_METRICS) <= numbers, set(OPTIMIZABLE_METRICS) - numbers
     unlisted = numbers - set(OPTIMIZABLE_METRICS) - set(NOT_OPTIMIZABLE)
-    assert not unlisted, f"metrics.json keys {unlisted}: add them to config.OPTIMIZABLE_METRICS or NOT_OPTIMIZABLE"
+    assert not unlisted, f"metrics.json keys {unlisted}: add them to the RunRecord schema (runs/record.py)"
 
 
 def test_refuses_to_run_into_a_finished_run_dir(runs):

@@ -1,7 +1,7 @@
 """Output projection + cross-entropy over vocabulary chunks, never materializing all logits.
 
 At small widths the 50k-vocabulary head and its loss are most of a training step (see
-README, Performance): three (tokens x vocab x width) matmuls (the logits and the two
+docs/performance.md): three (tokens x vocab x width) matmuls (the logits and the two
 gradients) against a few light layers. This loss computes the gradients in the forward pass
 (the approach of Liger-Kernel's fused linear cross-entropy and of Cut Cross-Entropy), so the
 backward pass only scales them, and runs exactly those three matmuls, each on a

@@ -17,6 +17,7 @@ then Hugging Face's cache) or a local directory written by ``save_pretrained`` /
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,19 +51,24 @@ def local_dir(source: str) -> Path | None:
     return None
 
 
+@functools.cache
+def _hub_dir(source: str) -> Path:
+    """The folder of a hub checkpoint's config.json, asked of the hub once per process: the shape
+    is resolved for the guards before the run and again in the run."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise ConfigError(f"model.pretrained={source}: {INSTALL_HINT}") from None
+    try:
+        return Path(hf_hub_download(source, "config.json")).parent
+    except Exception as err:  # no network, unknown repo, gated repo: one line either way
+        raise ConfigError(f"model.pretrained={source}: cannot fetch its config.json from the Hugging Face hub "
+                          f"({describe(err, 120)}); offline, pass a local directory") from None
+
+
 def read_hf_config(source: str) -> dict[str, Any]:
     """The checkpoint's ``config.json`` as a dict, from a local directory or the hub."""
-    path = local_dir(source)
-    if path is None:
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError:
-            raise ConfigError(f"model.pretrained={source}: {INSTALL_HINT}") from None
-        try:
-            path = Path(hf_hub_download(source, "config.json")).parent
-        except Exception as err:  # no network, unknown repo, gated repo: one line either way
-            raise ConfigError(f"model.pretrained={source}: cannot fetch its config.json from the Hugging Face hub "
-                              f"({describe(err, 120)}); offline, pass a local directory") from None
+    path = local_dir(source) or _hub_dir(source)
     file = path / "config.json"
     try:
         return json.loads(file.read_text(encoding="utf-8"))

@@ -81,7 +81,7 @@ def _resume_run_args(args: list[str]) -> list[str]:
     done = dirs.finished_record(run_dir)
     if done is not None and not budget:
         raise ConfigError(f"resume={spec}: {run_dir} already {done.status} at step {done.steps}; "
-                          "raise trainer.max_steps, trainer.max_epochs or budget.* to train it further")
+                          f"raise {', '.join(BUDGET_KEYS)} or {BUDGET_PREFIX}* to train it further")
     replaced = {override_key(a) for a in budget}
     kept = [o for o in stored if override_key(o) not in replaced | {"resume", "resume_sweep"}]
     where = _hydra_value(str(run_dir))
@@ -93,10 +93,10 @@ def _resume_sweep_args(args: list[str]) -> list[str]:
 
     spec = next(a for a in args if override_key(a) == "resume_sweep").split("=", 1)[1]
     sweep_dir = Path(spec).expanduser()
-    record = sweep_dir / "multirun.yaml"
-    if not record.is_file():
-        raise ConfigError(f"resume_sweep={spec}: not a sweep directory (no multirun.yaml)")
-    overrides = OmegaConf.load(record).hydra.overrides
+    recorded = sweep_dir / dirs.MULTIRUN
+    if not recorded.is_file():
+        raise ConfigError(f"resume_sweep={spec}: not a sweep directory (no {dirs.MULTIRUN})")
+    overrides = OmegaConf.load(recorded).hydra.overrides
     hydra = [str(o) for o in overrides.hydra if override_key(str(o)) not in ("hydra.sweep.dir", "hydra.mode")]
     task = [str(o) for o in overrides.task]
     given = [a for a in args if not a.startswith("-") and override_key(a) != "resume_sweep"]

@@ -56,7 +56,7 @@ def wandb_run_id(run_dir: Path, rec: RunRecord | None) -> str | None:
     """The W&B run id of an earlier attempt: from its record, else from the run's files."""
     if rec is not None and rec.wandb_run_id:
         return str(rec.wandb_run_id)
-    runs = sorted((run_dir / "wandb").glob("*run-*-*"), key=lambda p: p.stat().st_mtime)
+    runs = sorted((run_dir / dirs.WANDB_DIR).glob("*run-*-*"), key=lambda p: p.stat().st_mtime)
     return runs[-1].name.rsplit("-", 1)[-1] if runs else None
 
 
@@ -124,7 +124,7 @@ def begin(run_dir: Path, resume: str | None, multirun: bool, overrides: list[str
         return _refuse(err, multirun)
     previous = start.previous.overrides if start.previous else None
     changed = [o for o in overrides if previous is not None and o not in previous
-               and not is_budget_key(override_key(o)) and override_key(o) not in ("resume", "resume_sweep")]
+               and not is_budget_key(override_key(o)) and override_key(o) != "resume"]
     if start.action in ("skip", "resume") and changed:
         return _refuse(ConfigError(f"{changed[0]}: {run_dir} holds a run of other overrides "
                                    f"({' '.join(previous)}); refusing to mix them"), multirun)

@@ -20,9 +20,12 @@ CHECKPOINTS = Path("checkpoints")
 LAST = CHECKPOINTS / "last.ckpt"  # the resumable checkpoint: the last validation or the interruption
 BEST = CHECKPOINTS / "best.ckpt"
 OVERRIDES = Path(".hydra") / "overrides.yaml"
+MULTIRUN = "multirun.yaml"  # a sweep's recorded command line, in the sweep directory
+ERROR_LOG = "error.log"  # a failed run's traceback (rank 0; other DDP ranks: error.rank<n>.log)
+LOSS_PNG, SAMPLES, WANDB_DIR = "loss.png", "samples.txt", "wandb"
 RUN_GLOBS = ("runs/*", "sweeps/*/*")  # where runs live under a log dir
 # what an attempt leaves, moved into attempt-<n>/ before a failed job runs again
-ATTEMPT_FILES = (record.FILE, "error.log", "checkpoints", "samples.txt", "loss.png", "wandb", "csv", "tensorboard")
+ATTEMPT_FILES = (record.FILE, ERROR_LOG, str(CHECKPOINTS), SAMPLES, LOSS_PNG, WANDB_DIR, "csv", "tensorboard")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -59,8 +62,8 @@ def latest_resumable(log_dir: Path) -> Path:
     """``resume=latest``: the latest run that can be recomposed (its overrides are recorded)."""
     found = latest_run(log_dir, lambda run: (run / OVERRIDES).is_file())
     if found is None:
-        raise ConfigError(f"resume=latest: no run with {record.FILE} or {LAST} under {log_dir}; "
-                          "pass resume=<run dir>")
+        raise ConfigError(f"resume=latest: no run with {OVERRIDES} and a {record.FILE} or checkpoint under "
+                          f"{log_dir}; pass resume=<run dir>")
     return found
 
 
@@ -70,7 +73,8 @@ def resolve_checkpoint(spec: str, log_dir: Path) -> Path:
     if spec == "latest":
         found = latest_run(log_dir, lambda run: run_checkpoint(run) is not None)
         if found is None:
-            raise CheckpointError(f"ckpt=latest: no runs/*/{CHECKPOINTS}/ or sweeps/*/*/{CHECKPOINTS}/ with "
+            where = " or ".join(f"{g}/{CHECKPOINTS}/" for g in RUN_GLOBS)
+            raise CheckpointError(f"ckpt=latest: no {where} with "
                                   f"{BEST.name} or {LAST.name} under {log_dir}; train first or pass ckpt=PATH")
         return run_checkpoint(found)
     path = Path(spec).expanduser()
@@ -102,7 +106,8 @@ def archive_attempt(run_dir: Path) -> Path:
     n = 1 + len(list(run_dir.glob("attempt-*")))
     dest = run_dir / f"attempt-{n}"
     dest.mkdir()
-    for name in ATTEMPT_FILES:
+    ranks = [p.name for p in run_dir.glob("error.rank*.log")]
+    for name in (*ATTEMPT_FILES, *ranks):
         if (run_dir / name).exists():
             shutil.move(str(run_dir / name), str(dest / name))
     return dest

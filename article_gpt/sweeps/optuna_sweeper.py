@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from article_gpt.errors import ConfigError, exit_on_user_error
 from article_gpt.runs import record
+from article_gpt.runs.dirs import MULTIRUN
 from article_gpt.runs.record import MAXIMIZED, Status  # MAXIMIZED: every other metric is minimized
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class OptunaSweeperImpl(Sweeper):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        OmegaConf.save(self.config, sweep_dir / MULTIRUN)
         url = self.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
         name = self.study_name or sweep_dir.name
         study = optuna.create_study(study_name=name, storage=pruning.open_storage(url), sampler=sampler,

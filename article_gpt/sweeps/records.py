@@ -52,7 +52,7 @@ class Run:
     @property
     def ok(self) -> bool:
         """Completed or pruned (a pruned trial stopped early on purpose): not a failure."""
-        return self.status in (Status.COMPLETED, Status.PRUNED)
+        return self.status != MISSING and Status(self.status).finished
 
     @property
     def val_loss(self) -> float | None:

@@ -29,10 +29,9 @@ from article_gpt.parallel import ddp
 from article_gpt.parallel.cores import CoreShare
 from article_gpt.recovery.checkpoint_io import ResumeState
 from article_gpt.recovery.resume import Start
-from article_gpt.runs import record
+from article_gpt.runs import dirs, record
 from article_gpt.runs.record import RunRecord, Status
-from article_gpt.tracking import loggers as tracking
-from article_gpt.tracking import mfu
+from article_gpt.tracking import loggers, mfu
 from article_gpt.tracking.recorder import RunRecorder, plot_losses, write_samples
 from article_gpt.tracking.report import report
 from article_gpt.training.budget import budget_record
@@ -81,12 +80,12 @@ def closing(job: Job) -> Iterator[Job]:
         yield job
     except Exception as err:
         job.status, job.error = Status.FAILED, describe(err)
-        log = "error.log" if job.rank_zero else f"error.rank{ddp.rank_label()}.log"
-        (job.ctx.run_dir / log).write_text(traceback.format_exc())
+        log = job.ctx.run_dir / (dirs.ERROR_LOG if job.rank_zero else f"error.rank{ddp.rank_label()}.log")
+        log.write_text(traceback.format_exc())
         if not job.ctx.multirun:
             if isinstance(err, ArticleGPTError):
                 raise
-            raise RunFailedError(f"{job.error} (traceback in {job.ctx.run_dir / 'error.log'})") from err
+            raise RunFailedError(f"{job.error} (traceback in {log})") from err
     except BaseException as err:  # Ctrl-C, SIGTERM from a scheduler, SystemExit: stopped, not broken
         job.status, job.error = Status.INTERRUPTED, describe(err)
         raise
@@ -103,14 +102,14 @@ def close(job: Job) -> None:
     try:
         if job.rank_zero:
             write_files(job)
-        tracking.log_samples_table(job.loggers, job.module.samples if job.module else [])
+        loggers.log_samples_table(job.loggers, job.module.samples if job.module else [])
     except Exception as err:  # a file that cannot be written must not leave W&B running
         print(f"note: the run's files could not all be written ({describe(err)})", flush=True)
     finally:
         rec = job.record
         summary = {"status": str(rec.status), "best_val_loss": rec.val_loss, "tokens_seen": rec.tokens_seen,
                    "train_flops": rec.train_flops, "tokens_per_sec": rec.tokens_per_sec, "mfu": rec.mfu}
-        tracking.finish_loggers(job.loggers, summary, failed=not job.status.finished)
+        loggers.finish_loggers(job.loggers, summary, failed=not job.status.finished)
     if job.rank_zero:
         report(job.record.to_dict(), job.module)
 
@@ -128,7 +127,7 @@ def assemble(job: Job) -> RunRecord:
             "epochs": trainer.current_epoch if trainer else 0,
             "elapsed_s": round(time.time() - job.t_start, 3),
             **_identity(job),
-            **tracking.wandb_run_info(job.loggers),
+            **loggers.wandb_run_info(job.loggers),
             **job.start.record(_resumed_from_step(trainer)),
             **(job.pruning.record() if job.pruning else {}),
             **(job.cores.record() if job.cores else {}),
@@ -136,7 +135,7 @@ def assemble(job: Job) -> RunRecord:
         speed = {k: own.get(k) for k in ("tokens_per_sec", "flops_per_token", "threads")}
         if speed["tokens_per_sec"] and speed["flops_per_token"]:
             own["model_flops_per_sec"] = speed["flops_per_token"] * speed["tokens_per_sec"]
-        precision = str(job.cfg.trainer.get("precision", "32-true"))
+        precision = str(job.cfg.trainer.precision)
         own.update(mfu.run_record(trainer, speed, precision, bool(job.cfg.get("tf32"))))
         return RunRecord(status=job.status, error=job.error, **own)
     except Exception as err:  # a bug in one fact must not cost the run its record
@@ -164,6 +163,6 @@ def write_files(job: Job) -> None:
     rec, run_dir = job.record, job.ctx.run_dir
     record.write(run_dir, rec)
     if job.recorder.train_curve or job.recorder.val_curve:
-        plot_losses(run_dir / "loss.png", job.recorder, f"{rec.group}  {rec.name}")
+        plot_losses(run_dir / dirs.LOSS_PNG, job.recorder, f"{rec.group}  {rec.name}")
     if job.module is not None and job.module.samples:
-        write_samples(run_dir / "samples.txt", job.module.samples)
+        write_samples(run_dir / dirs.SAMPLES, job.module.samples)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from article_gpt.runs.dirs import MULTIRUN
 from article_gpt.runs.naming import parse_overrides, short_keys
 
 
@@ -40,7 +41,7 @@ def swept_overrides(job: list[str], sweep_dir: Path) -> list[str]:
     (``model.heads=4`` from ``model.heads=2,4,8``) or that a sweeper chose is swept.
     """
     try:
-        fixed = set(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+        fixed = set(OmegaConf.load(sweep_dir / MULTIRUN).hydra.overrides.task)
     except Exception:  # unreadable record (e.g. a launcher without a shared disk): name by all
         return job
     return [o for o in job if o not in fixed] or job

@@ -113,7 +113,7 @@ class GPTModule(L.LightningModule):
         self.optim = optim_config(optim)
         self.sample_cfg = SampleConfig(**(sample or {}))
         self.tokenizer, self.compile = tokenizer, compile
-        self.samples: list[dict] = []  # epoch, step, prompt, text: run.py saves and logs them
+        self.samples: list[dict] = []  # epoch, step, prompt, text: training/closing.py saves and logs them
 
     def on_fit_start(self) -> None:
         # After the optimizer exists and a resumed checkpoint is restored, before the first

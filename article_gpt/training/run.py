@@ -19,7 +19,7 @@ from article_gpt.config.rules import validate
 from article_gpt.config.shape import with_pretrained_shape
 from article_gpt.parallel import cores
 from article_gpt.recovery import resume
-from article_gpt.tracking import loggers as tracking
+from article_gpt.tracking import loggers
 from article_gpt.training.budget import ComputeBudget
 from article_gpt.training.build import build_module, build_trainer
 from article_gpt.training.closing import Job, closing
@@ -65,7 +65,7 @@ def build(job: Job, cfg: DictConfig) -> L.LightningDataModule:
     model = job.module.model
     job.derived = {**model.num_params(), "flops_per_token": model.flops_per_token(), **datamodule.token_counts()}
     logger_cfg = resolved.get("logger") if job.rank_zero else None  # other ranks: no W&B run
-    job.loggers = tracking.build_loggers(logger_cfg or {}, job.ctx.run_dir, job.ctx.group, job.ctx.name,
+    job.loggers = loggers.build_loggers(logger_cfg or {}, job.ctx.run_dir, job.ctx.group, job.ctx.name,
                                          {**resolved, **job.derived}, resolved.get("tags"), run_id=job.start.wandb_id)
     meter = ComputeBudget(**(cfg.get("budget") or {}), flops_per_token=job.derived["flops_per_token"])
     extra = [job.recorder, meter] + ([job.pruning] if job.pruning else [])

@@ -17,7 +17,6 @@ round of each is compared, and the median too. nanoGPT pads its vocabulary to 50
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from article_gpt.data.corpus import read_documents, tokenize_documents
+from article_gpt.runs import record
 from benchmarks.common import ROOT, Result, add_common_options, environment, measured_peak
 
 ITER_LINE = re.compile(r"^iter (\d+): loss [-\d.naninf]+, time ([\d.]+)ms", re.MULTILINE)
@@ -93,7 +93,7 @@ def run_ours(args: argparse.Namespace, work: Path, env: dict[str, str], n: int) 
            "trainer.max_epochs=1000", "sample.max_new_tokens=0", f"hydra.run.dir={run_dir}",
            f"paths.log_dir={work / 'logs'}", *([f"threads={args.threads}"] if args.threads else []), *args.ours]
     run(cmd, ROOT, env)
-    return json.loads((run_dir / "metrics.json").read_text())
+    return record.read(run_dir).to_dict()
 
 
 def bench(args: argparse.Namespace) -> Result:
