@@ -30,7 +30,8 @@ from hydra.errors import HydraException
 from article_gpt.config.machine import check_writable
 from article_gpt.config.rules import validate, validate_generate
 from article_gpt.data import token_cache
-from article_gpt.data.corpus import TextDataModule, read_documents, resolve_files, tokenize_documents
+from article_gpt.data.corpus import TextDataModule, read_documents, tokenize_documents
+from article_gpt.data.files import resolve_files
 from article_gpt.errors import CheckpointError, ConfigError, DataError, hydra_error_line
 from article_gpt.generation import prepare_out, read_prompts
 from article_gpt.model.checkpoint import FORMAT, FORMAT_KEY, load_model

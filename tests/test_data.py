@@ -11,7 +11,8 @@ from conftest import ROOT
 
 from article_gpt.data import corpus as data
 from article_gpt.data import token_cache
-from article_gpt.data.corpus import TextDataModule, TokenWindows, read_documents, resolve_files, tokenize_documents
+from article_gpt.data.corpus import TextDataModule, TokenWindows, read_documents, tokenize_documents
+from article_gpt.data.files import resolve_files
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError
 

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from article_gpt.data import token_cache
-from article_gpt.data.files import TEXT_SUFFIXES, resolve_files  # noqa: F401  (the one rule; re-exported)
+from article_gpt.data.files import resolve_files
 from article_gpt.data.resumable import EpochShuffle, ResumableOrder
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError

@@ -69,15 +69,15 @@ def _resume_run_args(args: list[str]) -> list[str]:
     given = [a for a in given if not override_key(a).startswith("hydra.")]
     run_dir = dirs.latest_resumable(_log_dir(given)) if spec == "latest" else Path(spec).expanduser()
     if not (run_dir / dirs.OVERRIDES).is_file():
-        raise ConfigError(f"resume={spec}: not a run directory (no .hydra/overrides.yaml); "
+        raise ConfigError(f"resume={spec}: not a run directory (no {dirs.OVERRIDES}); "
                           "pass a folder under outputs/runs/ or outputs/sweeps/<id>/, or resume=latest")
     run_dir = run_dir.resolve()
-    stored = _read_overrides(run_dir / ".hydra" / "overrides.yaml")
+    stored = _read_overrides(run_dir / dirs.OVERRIDES)
     budget = [a for a in given if is_budget_key(override_key(a))]
     for a in given:
         if a not in budget and a not in stored:
             raise ConfigError(f"{a}: resume= continues the run with its own config; only {', '.join(BUDGET_KEYS)} "
-                              f"and budget.* may change (start a new run to change {override_key(a)})")
+                              f"and {BUDGET_PREFIX}* may change (start a new run to change {override_key(a)})")
     done = dirs.finished_record(run_dir)
     if done is not None and not budget:
         raise ConfigError(f"resume={spec}: {run_dir} already {done.status} at step {done.steps}; "

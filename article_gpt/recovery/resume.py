@@ -133,9 +133,8 @@ def begin(run_dir: Path, resume: str | None, multirun: bool, overrides: list[str
             return Start("resume", start.checkpoint, start.previous, start.wandb_id)
         if not multirun:
             dirs.refuse_finished(run_dir)
-        value = start.previous.to_dict().get(optimized_metric or "val_loss")
         print(f"{run_dir}: already {start.previous.status}; skipped (files untouched)", flush=True)
-        return float(value) if isinstance(value, (int, float)) else math.nan
+        return start.previous.metric(optimized_metric)
     if not is_rank_zero():  # DDP ranks started by rank 0 follow its decision, they do not act on it
         return start
     if start.action == "rerun":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -129,6 +130,12 @@ class RunRecord:
         """The record as metrics.json holds it (optional fields only where set)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if getattr(self, f.name) is not None or not f.metadata.get("optional")}
+
+    def metric(self, name: str | None) -> float:
+        """The value a sweeper gets for ``optimized_metric`` (``val_loss`` when unset): NaN where
+        the record has no number for it."""
+        value = getattr(self, name or "val_loss", None)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:

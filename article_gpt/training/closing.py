@@ -69,8 +69,9 @@ class Job:
 
     def value(self) -> float:
         """What a sweeper gets back: the optimized metric of a completed run, else NaN."""
-        got = self.record.to_dict().get(self.cfg.get("optimized_metric") or "val_loss") if self.record else None
-        return float(got) if self.status is Status.COMPLETED and got is not None else math.nan
+        if self.record is None or self.status is not Status.COMPLETED:
+            return math.nan
+        return self.record.metric(self.cfg.get("optimized_metric"))
 
 
 @contextmanager
