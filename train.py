@@ -16,6 +16,7 @@ os.environ.setdefault("ARTICLE_GPT_ROOT", str(Path(__file__).resolve().parent))
 import article_gpt.config  # noqa: E402,F401  (cheap, no torch: registers the ${uid:} resolver)
 from article_gpt.errors import exit_on_user_error, run_main  # noqa: E402
 from article_gpt.recovery.argv import rewrite_argv  # noqa: E402
+from article_gpt.sweeps import plan  # noqa: E402  (cheap: Hydra and the counts load when asked)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -49,5 +50,8 @@ def expand_home(args: list[str]) -> list[str]:
 if __name__ == "__main__":
     sys.argv = expand_home(sys.argv)
     with exit_on_user_error():  # resume=<run dir> / resume_sweep=<dir>: that run's own overrides
+        sys.argv, planned = plan.split_flag(sys.argv)
         sys.argv = rewrite_argv(sys.argv)
+    if planned:  # plan=true: the sweep's jobs and their cost, nothing trained (article_gpt/sweeps/plan.py)
+        sys.exit(plan.show(sys.argv))
     run_main(main)  # Hydra's own errors (an unknown option, a bad override) are one line too

@@ -5,6 +5,7 @@
     python scripts/compare_runs.py outputs/sweeps/<id1> outputs/sweeps/<id2> --out /tmp/cmp
 
 Each PATH is a run directory (holding metrics.json) or a folder of them (a sweep, outputs/runs).
+Runs of several sizes and compute also get scaling.json, scaling.md and scaling.png (docs/scaling.md).
 Without --out, a single folder of runs gets the report in itself, like the end of a sweep does;
 anything else goes next to the runs, into comparisons/<time>-<uid>/ in the folder that holds them
 all (outputs/runs/comparisons/... for two runs), so nothing lands in the current directory by
@@ -20,9 +21,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from article_gpt.config.rules import SCALING_PARAMS
 from article_gpt.errors import exit_on_user_error
 from article_gpt.runs.dirs import is_run_dir
-from article_gpt.sweeps import records, summary
+from article_gpt.sweeps import records, scaling_report, summary
 
 
 def default_out(paths: list[Path]) -> Path:
@@ -46,15 +48,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="run directories or folders of runs")
     parser.add_argument("--out", type=Path, help="where to write the report (default: see above)")
     parser.add_argument("--title", help="heading of summary.md and comparison.png")
+    parser.add_argument("--predict-flops", type=float, metavar="FLOPS",
+                        help="runs of several sizes and compute: the scaling fit's best N, D and loss for this budget")
+    parser.add_argument("--params", choices=SCALING_PARAMS, help="the scaling fit's N (default: non_embedding)")
     args = parser.parse_args(argv)
 
     with exit_on_user_error():
+        fit_opts = scaling_report.settings({"predict_flops": args.predict_flops, "params": args.params})
         runs = records.load_runs(args.paths)
         out = args.out or default_out(args.paths)
         one_sweep = len(args.paths) == 1 and (args.paths[0] / "multirun.yaml").is_file()
         title = args.title or (f"Sweep {args.paths[0].resolve().name}" if one_sweep else f"{len(runs)} runs compared")
         table = summary.write_report(runs, out, title)
-    print(f"{table}\n\nreport: {out / 'summary.md'} (+ summary.csv, comparison.png)")
+        scaled = scaling_report.write(runs, out, title, fit_opts)
+    print(f"{table}\n\nreport: {out / 'summary.md'} (+ summary.csv, comparison.png"
+          f"{', scaling.md, scaling.json, scaling.png' if scaled else ''})")
     if (note := summary.failure_line(runs)) is not None:
         print(note, file=sys.stderr)
     return 0

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY, read_metrics, wandb_inspect
 
+from article_gpt.runs.dirs import OPTUNA_JOURNAL
+
 # no sanity pass, one validation batch, no samples: pruning needs only the val loss after each epoch
 SHAPE = [a for a in TINY if not a.startswith(("model.heads=", "sample."))] + [
     "model.num_layers=1", "sample.max_new_tokens=0", "trainer.num_sanity_val_steps=0", "trainer.limit_val_batches=1"]
@@ -30,10 +32,14 @@ PRUNE_EARLY = ["hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.
 
 
 def study_trials(sweep_dir: Path):
+    """The trials of the sweep's study, in the journal file every search keeps by default."""
     import optuna
 
-    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{sweep_dir / 'optuna.db'}")
-    return optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials
+    from article_gpt.training.pruning import open_storage
+
+    storage = open_storage(str(sweep_dir / OPTUNA_JOURNAL))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage).trials
 
 
 def job_dirs(sweep_dir: Path) -> list[str]:
@@ -54,6 +60,8 @@ def search(module_cli):
 def test_search_runs_n_trials_and_reports_the_best(search):
     import optuna
 
+    from article_gpt.training.pruning import open_storage
+
     proc, _, sweep_dir = search
     trials = study_trials(sweep_dir)
     assert [t.number for t in trials] == [0, 1, 2, 3]
@@ -69,7 +77,7 @@ def test_search_runs_n_trials_and_reports_the_best(search):
     best = min(done, key=lambda t: t.value)
     assert best.params["optim.lr"] == GOOD
     assert best.value == pytest.approx(read_metrics(sweep_dir / str(best.number))["val_loss"])
-    recorded = optuna.load_study(study_name=trials and sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    recorded = optuna.load_study(study_name=sweep_dir.name, storage=open_storage(str(sweep_dir / OPTUNA_JOURNAL)))
     assert recorded.best_trial.number == best.number
     summary = (sweep_dir / "summary.md").read_text()
     assert f"Best trial {best.number}: " in summary and "## Search" in summary
@@ -175,3 +183,62 @@ def test_search_space_from_hydra_sweep_syntax() -> None:
         pruner = {"name": name, "n_startup_trials": 2, "n_warmup_steps": 2, "min_resource": 1,
                   "max_resource": "auto", "reduction_factor": 3}
         assert pruning.build_pruner(pruning.pruner_spec(pruner)) is not None
+
+
+def sweeper_from_config(*overrides: str, sweep: tuple[str, ...] = ()):
+    """The sweeper as Hydra builds it from conf/ (a real compose), and its search space with the
+    command line's ``sweep`` arguments."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from article_gpt.sweeps import search_space
+    from article_gpt.sweeps.optuna_sweeper import OptunaSweeperImpl
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    options = {k: v for k, v in OmegaConf.to_container(cfg.hydra.sweeper, resolve=True).items() if k != "_target_"}
+    sweeper = OptunaSweeperImpl(**options)
+    return sweeper, search_space.parse(sweeper.params, list(sweep), cfg, None)
+
+
+def test_tpe_is_built_with_the_settings_chosen_for_parallel_batches() -> None:
+    """conf/hydra/sweeper/optuna.yaml sets TPE's multivariate and constant_liar on purpose: the
+    sampler built has them, for several objectives too, where Optuna 5's default differs."""
+    import optuna
+
+    sweeper, space = sweeper_from_config("hparams_search=optuna")
+    sampler = sweeper._sampler(space)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert (sampler._multivariate, sampler._constant_liar, sampler._n_startup_trials) == (True, True, 10)
+    two = optuna.create_study(directions=["minimize", "maximize"])
+    assert sampler._is_multivariate(two) and not optuna.samplers.TPESampler()._is_multivariate(two)
+    pareto, space = sweeper_from_config("hparams_search=optuna_pareto")
+    assert pareto._sampler(space)._is_multivariate(two) and pareto._sampler(space)._constant_liar
+
+
+def test_each_trial_number_has_its_own_seed_and_the_grid_one_order() -> None:
+    """Two workers (or a continued search) asking trials 0 and 1 do not draw the same start-up
+    point; trial N asks the same values every time; every worker walks the grid in one order."""
+    import optuna
+
+    sweeper, space = sweeper_from_config("hparams_search=optuna")
+
+    def first_ask(number: int, s=sweeper) -> dict:
+        return optuna.create_study(sampler=s._sampler(space, number)).ask(space.distributions).params
+
+    assert first_ask(0) == first_ask(0) and first_ask(0) != first_ask(1)
+    grid, space = sweeper_from_config("hparams_search=optuna", "hydra.sweeper.sampler.name=grid",
+                                      sweep=("optim.lr=1e-3",))
+    assert grid._sampler(space, 0)._all_grids == grid._sampler(space, 7)._all_grids
+
+
+def test_storage_is_the_sweep_dirs_journal_unless_given_and_an_old_db_goes_on(tmp_path, monkeypatch) -> None:
+    from article_gpt.runs.dirs import OPTUNA_DB
+    from article_gpt.sweeps.optuna_workers import storage_url
+
+    assert storage_url(None, tmp_path) == str(tmp_path / OPTUNA_JOURNAL)
+    assert storage_url("postgresql://u@host/optuna", tmp_path) == "postgresql://u@host/optuna"
+    monkeypatch.chdir(tmp_path)
+    assert storage_url("shared.log", tmp_path / "elsewhere") == str(tmp_path / "shared.log")  # absolute, for jobs
+    (tmp_path / OPTUNA_DB).write_bytes(b"")
+    assert storage_url(None, tmp_path) == f"sqlite:///{tmp_path / OPTUNA_DB}"  # a sweep started before the journal

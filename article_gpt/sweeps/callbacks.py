@@ -28,12 +28,13 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # the same config object the launcher resolved, so ${now:} and ${uid:} give the same dir
         from article_gpt.runs.record import RecordError
-        from article_gpt.sweeps import records, summary
+        from article_gpt.sweeps import pareto, records, scaling_report, summary
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             runs = records.load_runs([sweep_dir])
             table = summary.write_report(runs, sweep_dir, f"Sweep {sweep_dir.name}")
+            table += "".join(f"\n{line}" for line in pareto.report(runs, sweep_dir))  # a multi-objective search's front
         except RecordError as err:  # a job's damaged record: the sweep did not end as it should
             print(f"sweep summary: not written: {err}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
@@ -43,6 +44,8 @@ class SweepSummary(Callback):
             return
         print(f"\nSweep {sweep_dir.name}: {len(runs)} jobs in {sweep_dir}\n\n{table}\n", flush=True)
         print(f"summary: {sweep_dir / 'summary.md'} (+ summary.csv, comparison.png)", flush=True)
+        if line := scaling_report.sweep_line(runs, sweep_dir, f"Sweep {sweep_dir.name}", config.get("scaling")):
+            print(line, flush=True)  # a sweep of several sizes and budgets: its scaling fit
         failed = summary.failure_line(runs)
         if failed is not None:
             print(f"{failed}; see the error column and each job's error.log", file=sys.stderr, flush=True)
@@ -50,16 +53,29 @@ class SweepSummary(Callback):
                 raise SystemExit(1)
 
 
-def summarize_interrupted_sweep() -> None:
-    """A sweep stopped by a signal still gets its summary, the stopped job marked interrupted
-    (Hydra calls ``on_multirun_end`` only when every job has returned)."""
+_IN_A_JOB_PROCESS = False  # set in a joblib job's own process (sweeps/launchers.py): not the sweep's
+
+
+def in_a_job_process() -> None:
+    """This process runs one job of a sweep started elsewhere, whose launcher writes the summary."""
+    global _IN_A_JOB_PROCESS
+    _IN_A_JOB_PROCESS = True
+
+
+def summarize_interrupted_sweep(sweep_dir: Path | None = None) -> None:
+    """A sweep stopped by a signal still gets its summary, the stopped jobs marked interrupted
+    (Hydra calls ``on_multirun_end`` only when every job has returned): from the sweep's process,
+    where a job runs there (the basic launcher) or its launcher has seen every job end (joblib)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        sweep = OmegaConf.create({"hydra": {"sweep": {"dir": str(HydraConfig.get().sweep.dir)}}})
-        try:
-            SweepSummary(fail_on_failed_jobs=False).on_multirun_end(sweep)
-        except SystemExit:  # the signal's exit status wins; the line is printed
-            pass
+    if sweep_dir is None:
+        if _IN_A_JOB_PROCESS or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return
+        sweep_dir = Path(str(HydraConfig.get().sweep.dir))
+    try:
+        SweepSummary(fail_on_failed_jobs=False).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {
+            "dir": str(sweep_dir)}}}))
+    except SystemExit:  # the signal's exit status wins; the line is printed
+        pass

@@ -7,13 +7,23 @@ trials run where the launcher runs jobs. Each job gets the sampled parameters as
 ``trial={study,storage,number}`` for pruning (article_gpt/training/pruning.py) and
 ``hydra.sweep.subdir=<trial number>``, so job directories never collide across re-runs.
 
-The study lives in ``<sweep dir>/optuna.db`` (SQLite) unless ``storage`` names another URL
-(e.g. PostgreSQL shared by several machines). Running the same search again into the same
-sweep dir (``hydra.sweep.dir=...``) continues the study: ``n_trials`` counts every trial the
-study holds, so no trial is asked twice. A trial left RUNNING by a killed sweep (its sweep dir
-is this one) is not asked again but launched again with its own number and parameters into
-its own directory: a job that had finished is told from its metrics.json; any other resumes
-or restarts there, as any job does that starts where a run already is.
+The study lives in ``<sweep dir>/optuna_journal.log`` (Optuna's JournalStorage on a file: safe
+for several processes and on a shared filesystem, where SQLite is not, optuna#820) unless
+``storage`` names a database URL or another journal file; a sweep dir that already holds an
+``optuna.db`` continues on it. Running the same search again into the same sweep dir
+(``hydra.sweep.dir=...``) continues the study: ``n_trials`` counts every trial the study holds.
+Several sweeper processes may share one study (the same storage and ``study_name``: Optuna's
+distributed search, and the way round Hydra's batch-synchronous sweepers, hydra#3091): each
+counts and asks under one lock file beside the storage, so together they ask exactly
+``n_trials`` and a grid point once, and trial N runs in ``<sweep dir>/N``, one process each.
+A trial left RUNNING by a killed sweep (its sweep dir is this one and the process that asked it
+no longer holds its file in ``.optuna_workers/``) is not asked again but launched again with its
+own number and parameters into its own directory: a job that had finished is told from its
+metrics.json; any other resumes or restarts there, as any job does that starts where a run is.
+
+With ``objectives`` (``hparams_search=optuna_pareto``) the study has one direction per record key
+(article_gpt/sweeps/pareto.py), each trial is told the values its metrics.json holds, and nothing
+is pruned: Optuna cannot prune a multi-objective trial (optuna#3450).
 
 Hydra only instantiates sweepers that live under the ``hydra_plugins`` package; the class it
 names is a thin subclass in hydra_plugins/article_gpt_optuna. Nothing heavy is imported here:
@@ -34,13 +44,16 @@ from article_gpt.errors import ConfigError, exit_on_user_error
 from article_gpt.runs import record
 from article_gpt.runs.dirs import MULTIRUN
 from article_gpt.runs.record import MAXIMIZED, Status  # MAXIMIZED: every other metric is minimized
+from article_gpt.sweeps import pareto
+from article_gpt.sweeps.optuna_workers import WORKER_ATTR, Worker, ask_lock, locked, storage_url, wait_for_others
 
 log = logging.getLogger(__name__)
 
-SAMPLER_OPTIONS = {"tpe": ("seed", "n_startup_trials"), "random": ("seed",), "grid": ("seed",),
-                   "cmaes": ("seed", "n_startup_trials")}  # the options each sampler takes
+SAMPLER_OPTIONS = {"tpe": ("seed", "n_startup_trials", "multivariate", "constant_liar"), "random": ("seed",),
+                   "grid": ("seed",), "cmaes": ("seed", "n_startup_trials")}  # the options each sampler takes
 PRUNABLE = {"val_loss", "val_ppl"}  # the pruning callback reports val/loss: these agree with it
 BEST_FILE = "best_trial.yaml"
+NO_PRUNING = "Optuna cannot prune multi-objective trials (optuna#3450): this search runs without pruning"
 
 
 def _quoted(text: str) -> str:
@@ -62,12 +75,13 @@ def _grid_sampler_class():
 
 class OptunaSweeperImpl(Sweeper):
     def __init__(self, n_trials: int = 20, n_jobs: int = 1, sampler: Any = None, pruner: Any = None,
-                 direction: str = "auto", study_name: str | None = None, storage: str | None = None,
-                 params: Any = None) -> None:
+                 direction: str = "auto", objectives: Any = None, study_name: str | None = None,
+                 storage: str | None = None, params: Any = None) -> None:
         self.n_trials, self.n_jobs = n_trials, n_jobs
-        self.sampler = dict(sampler or {"name": "tpe"})  # {name, seed, n_startup_trials}
+        self.sampler = dict(sampler or {"name": "tpe"})  # {name, seed, n_startup_trials, TPE's options}
         self.pruner = dict(pruner or {"name": "none"})  # {name, and that pruner's options}
-        self.direction, self.study_name, self.storage = direction, study_name, storage
+        self.direction, self.objectives = direction, objectives  # objectives: {record key: direction}
+        self.study_name, self.storage = study_name, storage
         self.params = params if isinstance(params, dict) else OmegaConf.to_container(params or {}, resolve=False)
         self.hydra_context = self.config = self.launcher = None
 
@@ -79,14 +93,17 @@ class OptunaSweeperImpl(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     # --- the checks that run before anything is written --------------------------------------
-    def _check(self) -> tuple[str, str]:
-        """(direction, metric); a ConfigError names the first bad sweeper setting."""
+    def _check(self) -> dict[str, str]:
+        """``{metric: direction}``, one per objective; a ConfigError names the first bad setting."""
         for key, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"hydra.sweeper.{key}={value}: must be a positive integer")
         if self.sampler.get("name") not in SAMPLER_OPTIONS:
             raise ConfigError(f"hydra.sweeper.sampler.name={self.sampler.get('name')}: must be one of "
                               f"{', '.join(SAMPLER_OPTIONS)}")
+        goals = pareto.objectives(self.objectives)
+        if goals:
+            return goals
         metric = str(self.config.get("optimized_metric") or "val_loss")
         direction = self.direction
         if direction == "auto":
@@ -96,9 +113,12 @@ class OptunaSweeperImpl(Sweeper):
         if self.pruner.get("name") != "none" and metric not in PRUNABLE:
             raise ConfigError(f"hydra.sweeper.pruner.name={self.pruner.get('name')}: pruning compares val/loss, "
                               f"so optimized_metric={metric} needs hydra.sweeper.pruner.name=none")
-        return direction, metric
+        return {metric: direction}
 
-    def _sampler(self, space):
+    def _sampler(self, space, number: int = 0):
+        """The sampler that asks trial ``number``. Its seed is ``seed + number``, so workers sharing
+        a study, and a search continued, do not draw the same start-up trials again; the grid keeps
+        one seed, so every worker walks the same shuffled grid, point ``number`` for trial ``number``."""
         import optuna
 
         name = self.sampler["name"]
@@ -109,6 +129,8 @@ class OptunaSweeperImpl(Sweeper):
                 raise ConfigError(f"hydra.sweeper.sampler.name=grid: {continuous[0]} is an interval; the grid "
                                   "sampler needs choice(...) or range(...)")
             return _grid_sampler_class()(space.grid(), **opts)
+        if "seed" in opts:
+            opts["seed"] += number
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(**opts)
         return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[name](**opts)
@@ -120,14 +142,14 @@ class OptunaSweeperImpl(Sweeper):
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         with exit_on_user_error():  # one line and exit 2, before the sweep dir exists
-            direction, metric = self._check()
+            goals = self._check()
             space = search_space.parse(self.params, arguments, self.config, self.hydra_context.config_loader)
             if not space.dims:
                 raise ConfigError("hydra.sweeper.params: empty search space; give keys such as "
                                   "model.heads: choice(2,4,8) (or a sweep on the command line)")
-            sampler = self._sampler(space)
+            self._sampler(space)
             try:
-                spec = pruning.pruner_spec(self.pruner)
+                spec = pruning.pruner_spec(self.pruner if len(goals) == 1 else {"name": "none"})
             except (ValueError, TypeError) as err:
                 raise ConfigError(f"hydra.sweeper.pruner.name={self.pruner.get('name')}: {err}") from None
         import optuna
@@ -135,91 +157,136 @@ class OptunaSweeperImpl(Sweeper):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / MULTIRUN)
-        url = self.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
-        name = self.study_name or sweep_dir.name
-        study = optuna.create_study(study_name=name, storage=pruning.open_storage(url), sampler=sampler,
-                                    pruner=pruning.build_pruner(spec), direction=direction, load_if_exists=True)
+        url, name = storage_url(self.storage, sweep_dir), self.study_name or sweep_dir.name
+        study = optuna.create_study(study_name=name, storage=pruning.open_storage(url), load_if_exists=True,
+                                    pruner=pruning.build_pruner(spec), directions=list(goals.values()))
         study.set_user_attr(pruning.PRUNER_ATTR, spec)
         n_trials = self.n_trials
         if self.sampler["name"] == "grid":
             size = math.prod(len(v) for v in space.grid().values())
             n_trials = min(n_trials, size)  # past the grid, Optuna would repeat points
+        lock, worker = ask_lock(url, sweep_dir), Worker(sweep_dir)
+        try:
+            return self._loop(study, space, goals, n_trials, spec, url, sweep_dir, lock, worker)
+        finally:
+            worker.close()
+
+    def _loop(self, study, space, goals: dict[str, str], n_trials: int, spec: dict, url: str, sweep_dir: Path,
+              lock, worker: Worker) -> list:
         with exit_on_user_error():  # a damaged record of a stale trial: one line naming the file
-            again = self._stale_trials(study, sweep_dir, metric)
+            again = locked(lock, self._stale_trials, study, sweep_dir, goals, worker)
+        name, objectives = study.study_name, ", ".join(f"{d} {k}" for k, d in goals.items())
         log.info(f"Optuna study '{name}' in {url}: {len(study.trials)} trials so far, {n_trials} wanted, "
-                 f"{self.sampler['name']} sampler, {spec['name']} pruner, {direction} {metric}")
+                 f"{self.sampler['name']} sampler, {spec['name']} pruner, {objectives}")
+        if len(goals) > 1:
+            log.info(NO_PRUNING)
+        prune = "" if len(goals) == 1 else ",prune:false"
         returns = []
         while True:
             batch = again[: self.n_jobs]
             again = again[len(batch):]
-            while len(batch) < self.n_jobs and len(study.trials) < n_trials:
-                trial = study.ask(space.distributions)
-                trial.set_user_attr("sweep_dir", str(sweep_dir))
-                batch.append((trial.number, trial.params))
+            batch += locked(lock, self._ask, study, space, self.n_jobs - len(batch), n_trials, sweep_dir, worker)
             if not batch:
                 break
             jobs = [space.overrides(params) + [
-                f"trial={{study:{_quoted(name)},storage:{_quoted(url)},number:{number}}}",
+                f"trial={{study:{_quoted(name)},storage:{_quoted(url)},number:{number}{prune}}}",
                 f"hydra.sweep.subdir={number}"] for number, params in batch]
             results = self.launcher.launch(jobs, initial_job_idx=batch[0][0])
             for (number, _), result in zip(batch, results):
-                self._tell(study, number, result)
+                self._tell(study, number, result, goals, sweep_dir)
             returns.append(results)
-        self._write_best(study, sweep_dir, metric, url)
+        wait_for_others(study, sweep_dir, worker)  # then this worker's summary counts every trial
+        self._write_best(study, sweep_dir, goals, url)
         return returns
 
-    def _stale_trials(self, study, sweep_dir: Path, metric: str) -> list[tuple[int, dict]]:
-        """Trials a killed run of this sweep left RUNNING: told from their records, or launched again."""
+    def _ask(self, study, space, want: int, n_trials: int, sweep_dir: Path, worker: Worker) -> list[tuple[int, dict]]:
+        """Up to ``want`` new trials while the study holds fewer than ``n_trials`` (under the lock)."""
+        asked: list[tuple[int, dict]] = []
+        while len(asked) < want and (number := len(study.get_trials(deepcopy=False))) < n_trials:
+            study.sampler = self._sampler(space, number)
+            trial = study.ask(space.distributions)
+            trial.set_user_attr("sweep_dir", str(sweep_dir))
+            trial.set_user_attr(WORKER_ATTR, worker.name)
+            asked.append((trial.number, trial.params))
+        return asked
+
+    def _stale_trials(self, study, sweep_dir: Path, goals: dict[str, str], worker: Worker | None = None):
+        """Trials a killed run of this sweep left RUNNING: told from their records, or launched
+        again (by this worker: the trial is marked as its own, under the lock)."""
         from optuna.trial import TrialState
 
         again = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("sweep_dir") != str(sweep_dir):
-                continue  # another machine's live trial in a shared study
-            rec = record.read(sweep_dir / str(t.number))  # a damaged one: RecordError, one line
-            value = rec.to_dict().get(metric) if rec else None
-            if rec and rec.status is Status.COMPLETED and isinstance(value, (int, float)) and math.isfinite(value):
-                study.tell(t.number, float(value))
-            elif rec and rec.status is Status.PRUNED:
+            mine = t.user_attrs.get("sweep_dir") == str(sweep_dir)
+            if not mine or Worker.alive(sweep_dir, t.user_attrs.get(WORKER_ATTR)):
+                continue  # another sweep's trial in a shared study, or one a live worker runs
+            values = self._values(sweep_dir, t.number, goals)  # a damaged record: RecordError, one line
+            if values is not None:
+                study.tell(t.number, values)
+            elif (rec := record.read(sweep_dir / str(t.number))) and rec.status is Status.PRUNED:
                 study.tell(t.number, state=TrialState.PRUNED)
             else:
+                if worker is not None:
+                    study._storage.set_trial_user_attr(t._trial_id, WORKER_ATTR, worker.name)
                 again.append((t.number, dict(t.params)))
         if again:
             log.info(f"Optuna: trials {[n for n, _ in again]} were left running by a stopped sweep; running them again")
         return again
 
-    def _tell(self, study, number: int, result) -> None:
+    @staticmethod
+    def _values(sweep_dir: Path, number: int, goals: dict[str, str]) -> list[float] | None:
+        """Each objective's value in trial ``number``'s record, if it completed with all of them."""
+        rec = record.read(sweep_dir / str(number))
+        values = [rec.metric(k) for k in goals] if rec and rec.status is Status.COMPLETED else [math.nan]
+        return values if all(math.isfinite(v) for v in values) else None
+
+    def _tell(self, study, number: int, result, goals: dict[str, str], sweep_dir: Path) -> None:
         from optuna.trial import TrialState
 
         from article_gpt.training.pruning import PRUNED_ATTR
 
-        try:
-            value = float(result.return_value)
-        except Exception:  # the job raised: a failed trial, the search goes on
-            value = math.nan
+        if len(goals) > 1:  # a job returns one value: the objectives come from its record
+            try:
+                values = self._values(sweep_dir, number, goals)
+            except record.RecordError:
+                values = None
+        else:
+            try:
+                values = [float(result.return_value)]
+            except Exception:  # the job raised: a failed trial, the search goes on
+                values = [math.nan]
         (frozen,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
         if PRUNED_ATTR in frozen.user_attrs:
             study.tell(number, state=TrialState.PRUNED)
-        elif math.isfinite(value):
-            study.tell(number, value)
+        elif values is not None and all(math.isfinite(v) for v in values):
+            study.tell(number, values)
         else:
             study.tell(number, state=TrialState.FAIL)
 
-    def _write_best(self, study, sweep_dir: Path, metric: str, url: str) -> None:
-        """``best_trial.yaml`` in the sweep dir: the best trial's number, value and parameters."""
+    def _write_best(self, study, sweep_dir: Path, goals: dict[str, str], url: str) -> None:
+        """``best_trial.yaml`` in the sweep dir: the best trial's number, value and parameters (with
+        several objectives: the objectives and every Pareto-optimal trial)."""
         from optuna.trial import TrialState
 
         states = [t.state for t in study.get_trials(deepcopy=False)]
         counts = {s.name.lower(): states.count(s) for s in TrialState if states.count(s)}
-        record: dict[str, Any] = {"study": study.study_name, "storage": url, "direction": study.direction.name.lower(),
-                                  "optimized_metric": metric, "trials": counts}
+        out: dict[str, Any] = {"study": study.study_name, "storage": url, "trials": counts}
+        if len(goals) > 1:
+            front = [{"number": t.number, "values": dict(zip(goals, t.values)), "params": t.params,
+                      "job_dir": str(sweep_dir / str(t.number))} for t in study.best_trials]
+            out.update(objectives=goals, pareto=front)
+            log.info(f"Optuna: {len(front)} Pareto-optimal trials: {', '.join(str(t['number']) for t in front)}")
+            OmegaConf.save(OmegaConf.create(out), sweep_dir / BEST_FILE)
+            return
+        ((metric, direction),) = goals.items()
+        out.update(direction=direction, optimized_metric=metric)
         try:
             best = study.best_trial
-            record["best"] = {"number": best.number, "value": best.value, "params": best.params,
-                              "job_dir": str(sweep_dir / str(best.number))}
+            out["best"] = {"number": best.number, "value": best.value, "params": best.params,
+                           "job_dir": str(sweep_dir / str(best.number))}
             params = " ".join(f"{k}={v}" for k, v in best.params.items())
             log.info(f"Optuna: best trial {best.number}: {metric}={best.value:.4f} ({params})")
         except ValueError:  # no trial completed
-            record["best"] = None
+            out["best"] = None
             log.info("Optuna: no trial completed")
-        OmegaConf.save(OmegaConf.create(record), sweep_dir / BEST_FILE)
+        OmegaConf.save(OmegaConf.create(out), sweep_dir / BEST_FILE)

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from article_gpt.errors import ArticleGPTError
-from article_gpt.runs import record
+from article_gpt.runs import dirs, record
 from article_gpt.runs.dirs import is_run_dir
 from article_gpt.runs.naming import parse_overrides, short_keys
 from article_gpt.runs.record import MISSING, Status
@@ -43,6 +43,7 @@ class Run:
     overrides: dict[str, str]  # key -> value as typed on the command line
     label: str = ""  # the job's name in the tables: its folder, or parent/folder when ambiguous
     swept: dict[str, str] = field(default_factory=dict)  # short swept key -> value
+    swept_keys: dict[str, str] = field(default_factory=dict)  # short swept key -> its full dotted key
 
     @property
     def status(self) -> str:
@@ -67,7 +68,45 @@ class Run:
 
     @property
     def short_name(self) -> str:
+        """``heads=4,lr=0.001``: the swept values as typed (summary.csv's name column)."""
         return ",".join(f"{k}={v}" for k, v in self.swept.items()) or self.label
+
+    @property
+    def display_name(self) -> str:
+        """The short name with numbers rounded for reading (tables, picture labels)."""
+        return swept_label(self.swept) or self.label
+
+
+SIGNIFICANT = 3  # digits a swept float is shown with: lr 0.0015151446654565377 -> 0.00152
+
+
+def display_value(value: str) -> str:
+    """A swept value for reading: a float to 3 significant digits, anything else as typed."""
+    try:
+        int(value)
+        return value
+    except ValueError:
+        pass
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    return format(x, f".{SIGNIFICANT}g") if math.isfinite(x) else value
+
+
+def si(x: float | None, digits: int = 3) -> str:
+    """12345 -> 12.3K; 1e11 -> 100G: counts and FLOPs as a reader says them ("-" for none)."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    for div, unit in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"), (1, "")):
+        if abs(x) >= div:
+            return f"{float(f'{x / div:.{digits}g}'):g}{unit}"  # 100K, never 1e+02K
+    return f"{x:.{digits}g}"
+
+
+def swept_label(swept: dict[str, str]) -> str:
+    """``{"heads": "4", "lr": "0.0015151"}`` -> ``heads=4,lr=0.00152``."""
+    return ",".join(f"{k}={display_value(v)}" for k, v in swept.items())
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
@@ -103,7 +142,7 @@ def load_run(run_dir: Path) -> Run:
 
 def configured_value(run_dir: Path, key: str) -> str:
     """The value a run used for a key it did not override: a config group's choice or a config value."""
-    hydra_file, config_file = run_dir / ".hydra" / "hydra.yaml", run_dir / ".hydra" / "config.yaml"
+    hydra_file, config_file = run_dir / ".hydra" / "hydra.yaml", run_dir / dirs.CONFIG
     if hydra_file.is_file():
         choice = OmegaConf.select(OmegaConf.load(hydra_file), f"hydra.runtime.choices.{key}")
         if choice is not None:
@@ -126,6 +165,63 @@ def label_runs(runs: list[Run]) -> None:
     short = short_keys(swept)
     for i, r in enumerate(runs):
         r.swept = {short[k]: values[k][i] for k in swept}
+        r.swept_keys = {short[k]: k for k in swept}
+
+
+LOG_SPAN = 10  # positive values spread over this factor or more are read on a log scale
+CATEGORICAL, LINEAR, LOG = "categorical", "linear", "log"
+
+
+def as_numbers(values: list[str]) -> list[float] | None:
+    """The values as floats, or None when any of them is no number (a config group's choice)."""
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def log_declared(runs: list[Run]) -> set[str]:
+    """The full keys a sweep's own search space scales by log: ``tag(log, interval(...))`` in its
+    multirun.yaml (``hydra.sweeper.params`` or the command line)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from article_gpt.sweeps.search_space import flatten
+
+    lines: list[str] = []
+    for sweep_dir in dict.fromkeys(r.run_dir.parent for r in runs):
+        file = sweep_dir / dirs.MULTIRUN
+        if not file.is_file():
+            continue
+        cfg = OmegaConf.load(file)
+        params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}))
+        lines += [f"{k}={v}" for k, v in flatten(params).items()]
+        lines += [str(o) for o in OmegaConf.select(cfg, "hydra.overrides.task") or []]
+    parser, found = OverridesParser.create(), set()
+    for line in lines:
+        try:
+            (override,) = parser.parse_overrides([line])
+        except Exception:  # noqa: BLE001 - a line Hydra itself ran with; an odd one only loses its tag
+            continue
+        if "log" in (getattr(override.value(), "tags", None) or ()):
+            found.add(override.get_key_element().lstrip("+"))
+    return found
+
+
+def key_scales(runs: list[Run]) -> dict[str, str]:
+    """Each short swept key's scale: categorical (not all numbers), log (positive, and declared log
+    by the sweep or spread over LOG_SPAN or more: learning rates), else linear. Plots and the
+    parameter-importance study read it from here."""
+    declared = log_declared(runs) if runs else set()
+    scales = {}
+    for key in runs[0].swept if runs else []:
+        numbers = as_numbers([r.swept[key] for r in runs])
+        if numbers is None:
+            scales[key] = CATEGORICAL
+        elif min(numbers) > 0 and (runs[0].swept_keys.get(key) in declared or max(numbers) / min(numbers) >= LOG_SPAN):
+            scales[key] = LOG
+        else:
+            scales[key] = LINEAR
+    return scales
 
 
 def sort_key(run: Run) -> tuple:

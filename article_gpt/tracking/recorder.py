@@ -1,4 +1,4 @@
-"""What a run measures as it trains, and the files drawn from it: loss.png and samples.txt.
+"""What a run measures as it trains, and samples.txt (loss.png is drawn in tracking/report.py).
 
 ``RunRecorder`` keeps the loss history itself (independent of any logger, so the files exist
 with ``logger=none``) and times only the training batches, so tokens/s is not diluted by
@@ -120,28 +120,6 @@ def process_started_at() -> float | None:
         return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None
-
-
-def plot_losses(path: Path, recorder: RunRecorder, title: str) -> None:
-    """Train and val loss against step: the original Article GPT's loss picture."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    if recorder.train_curve:
-        ax.plot(*zip(*recorder.train_curve), label="train/loss", lw=1.2)
-    if recorder.val_curve:
-        ax.plot(*zip(*recorder.val_curve), "o-", label="val/loss", lw=1.5, ms=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_samples(path: Path, samples: list[dict]) -> None:

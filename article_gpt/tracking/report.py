@@ -1,11 +1,75 @@
-"""The console lines a run ends with, read off its record.
+"""What a run ends with: the console lines read off its record, and loss.png; and the rules every
+picture of runs keeps (the sweep pictures in article_gpt/sweeps/plot.py too).
 
-Nothing here may raise: it runs in the run's closing path, after training succeeded or failed.
+Nothing called from the closing path may raise: it runs after training succeeded or failed.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from article_gpt.errors import describe
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from article_gpt.tracking.recorder import RunRecorder
+
+TITLE_CHARS_PER_INCH = 11  # characters of a 9-pt title that fit in an inch of figure width
+
+
+def plain_ticks(fig: Figure) -> None:
+    """Tick labels read as plain numbers on every axis: no offset or multiplier above the axis
+    (matplotlib's ``+1.022e1``), which a reader misses. Axes with their own formatter keep it."""
+    from matplotlib.ticker import ScalarFormatter
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            fmt = axis.get_major_formatter()
+            if isinstance(fmt, ScalarFormatter):
+                fmt.set_useOffset(False)
+                fmt.set_scientific(False)
+
+
+def fitted_title(title: str, fig: Figure, fontsize: float = 9) -> str:
+    """``title`` on lines that fit the figure's width (a long run name stays inside), broken after
+    a space or a comma (``seed=2,lr=0.001`` breaks between its keys)."""
+    width = max(10, int(fig.get_figwidth() * TITLE_CHARS_PER_INCH * 9 / fontsize))
+    lines, line = [], ""
+    for piece in re.split(r"(?<=[ ,])", title):
+        for chunk in [piece[i:i + width] for i in range(0, len(piece), width)] or [""]:
+            if line and len(line) + len(chunk.rstrip()) > width:
+                lines.append(line.rstrip())
+                line = ""
+            line += chunk
+    return "\n".join([*lines, line.rstrip()]).strip()
+
+
+def loss_figure(recorder: RunRecorder, title: str) -> Figure:
+    """Train and val loss against step: the original Article GPT's loss picture."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    if recorder.train_curve:
+        ax.plot(*zip(*recorder.train_curve), label="train/loss", lw=1.2)
+    if recorder.val_curve:
+        ax.plot(*zip(*recorder.val_curve), "o-", label="val/loss", lw=1.5, ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(fitted_title(title, fig), fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(loc="best")
+    plain_ticks(fig)
+    return fig
+
+
+def plot_losses(path: Path, recorder: RunRecorder, title: str) -> None:
+    """loss.png: :func:`loss_figure`, saved."""
+    loss_figure(recorder, title).savefig(path, dpi=110)
 
 
 def report(metrics: dict, module) -> None:

@@ -1,0 +1,143 @@
+"""A multi-objective search's objectives and its trade-off front: the Pareto-optimal trials.
+
+``hparams_search=optuna_pareto`` sets ``hydra.sweeper.objectives`` to run-record keys and their
+directions (``[val_loss:minimize, tokens_per_sec:maximize]``); :func:`objectives` checks them
+against the record's schema (article_gpt/runs/record.py) before anything is launched. When the
+search ends the sweeper writes them into ``best_trial.yaml``, and :func:`report` adds the
+Pareto-optimal trials to ``summary.md`` and draws ``pareto.png``, from the trials' records on disk
+(the same records the summary reads), without Optuna.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import OmegaConf
+
+from article_gpt.errors import ConfigError
+from article_gpt.runs.record import MAXIMIZED, OPTIMIZABLE_METRICS, Status
+
+if TYPE_CHECKING:
+    from article_gpt.sweeps.records import Run
+
+PNG = "pareto.png"
+DIRECTIONS = ("minimize", "maximize", "auto")  # auto (or none given): the record field's own goal
+
+
+def objectives(spec: Any) -> dict[str, str]:
+    """``{record key: minimize|maximize}`` from ``hydra.sweeper.objectives``, a list of ``key`` or
+    ``key:direction`` (a list, so that an override replaces it whole); {} when unset (one objective:
+    ``optimized_metric``). A ConfigError names the first bad entry and what is valid."""
+    if spec is None:
+        return {}
+    spec = OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec
+    if not isinstance(spec, (list, tuple)) or len(spec) < 2:
+        raise ConfigError(f"hydra.sweeper.objectives={spec}: give two or more run-record keys, each as key or "
+                          "key:direction, e.g. [val_loss:minimize,tokens_per_sec:maximize]; one objective is "
+                          "optimized_metric=<key>")
+    out: dict[str, str] = {}
+    for entry in spec:
+        key, _, direction = str(entry).partition(":")
+        if key not in OPTIMIZABLE_METRICS:
+            raise ConfigError(f"hydra.sweeper.objectives: {key}: not a numeric run-record key; one of "
+                              f"{', '.join(OPTIMIZABLE_METRICS)}")
+        if direction not in ("", *DIRECTIONS):
+            raise ConfigError(f"hydra.sweeper.objectives: {entry}: a direction is one of {', '.join(DIRECTIONS)}")
+        if key in out:
+            raise ConfigError(f"hydra.sweeper.objectives: {key}: named twice")
+        out[key] = direction if direction in ("minimize", "maximize") else \
+            ("maximize" if key in MAXIMIZED else "minimize")
+    return out
+
+
+def _values(run: Run, keys: list[str]) -> list[float] | None:
+    values = [run.metrics.get(k) for k in keys]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        return [float(v) for v in values]
+    return None
+
+
+def front(runs: list[Run], goals: dict[str, str]) -> list[Run]:
+    """The completed runs no other completed run beats on every objective (at least as good on
+    each, better on one), in the order of the first objective, best first."""
+    keys, signs = list(goals), [1.0 if d == "minimize" else -1.0 for d in goals.values()]
+    scored = [(r, [s * v for s, v in zip(signs, vals)]) for r in runs
+              if r.status == Status.COMPLETED and (vals := _values(r, keys)) is not None]
+
+    def dominated(a: list[float]) -> bool:
+        return any(all(x <= y for x, y in zip(b, a)) and b != a for _, b in scored)
+
+    return [r for r, v in sorted(scored, key=lambda rv: rv[1]) if not dominated(v)]
+
+
+def _swept(run: Run) -> list[str]:
+    """The run's swept values as the summary shows them (floats rounded)."""
+    from article_gpt.sweeps.records import display_value
+
+    return [display_value(str(v)) for v in run.swept.values()]
+
+
+def _label(run: Run) -> str:
+    return f"{run.metrics.get('trial_number', run.label)}: " + ", ".join(
+        f"{k}={v}" for k, v in zip(run.swept, _swept(run)))
+
+
+def plot(path: Path, runs: list[Run], goals: dict[str, str], best: list[Run], title: str) -> None:
+    """The first two objectives against each other: every completed trial, the front joined and
+    each of its points labelled with its swept values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (kx, dx), (ky, dy) = list(goals.items())[:2]
+    points = [(v, r) for r in runs if r.status == Status.COMPLETED and (v := _values(r, [kx, ky]))]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    on_front = {id(r) for r in best}
+    others = [v for v, r in points if id(r) not in on_front]
+    if others:
+        ax.plot(*zip(*others), "o", color="tab:gray", ms=5, alpha=0.6, label=f"dominated ({len(others)})")
+    xy = sorted(_values(r, [kx, ky]) for r in best)
+    if xy:
+        ax.plot(*zip(*xy), "-o", color="tab:red", ms=6, lw=1.2, label=f"Pareto-optimal ({len(xy)})")
+    for r in best:
+        ax.annotate(_label(r), _values(r, [kx, ky]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.margins(x=0.15, y=0.1)  # room for the labels at the edges
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.get_major_formatter().set_useOffset(False)  # plain tick values, no +1e1 above the axis
+    ax.set_xlabel(f"{kx} ({'lower' if dx == 'minimize' else 'higher'} is better)")
+    ax.set_ylabel(f"{ky} ({'lower' if dy == 'minimize' else 'higher'} is better)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(runs: list[Run], sweep_dir: Path) -> list[str]:
+    """For a multi-objective search (its ``best_trial.yaml`` names objectives): append the
+    Pareto-optimal trials to summary.md, draw pareto.png, and return the lines for the console."""
+    from article_gpt.sweeps.optuna_sweeper import BEST_FILE
+
+    best_file = sweep_dir / BEST_FILE
+    goals = dict(OmegaConf.load(best_file).get("objectives") or {}) if best_file.is_file() else {}
+    if len(goals) < 2:
+        return []
+    best = front(runs, goals)
+    keys = list(goals)
+    head = ["trial", *(list(best[0].swept) if best else []), *keys]
+    lines = ["## Pareto front", "", f"{len(best)} Pareto-optimal trials: no other completed trial is at least as "
+             "good on every objective (" + ", ".join(f"{k}: {d}" for k, d in goals.items()) + ").", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in best:
+        lines.append("| " + " | ".join([str(r.metrics.get("trial_number", r.label)), *_swept(r),
+                                        *(f"{v:.4g}" for v in _values(r, keys))]) + " |")
+    lines += ["", f"![{keys[1]} against {keys[0]}, the front in red]({PNG})", ""]
+    with (sweep_dir / "summary.md").open("a", encoding="utf-8") as f:
+        f.write("\n" + "\n".join(lines))
+    plot(sweep_dir / PNG, runs, goals, best, f"Sweep {sweep_dir.name}: the trade-off front")
+    return lines[:-2]
