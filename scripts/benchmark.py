@@ -7,6 +7,7 @@ Subcommands:
   loop        the Lightning loop of train.py against a plain torch loop
   memory      peak memory of one training step, plain vs fused loss (default model=gpt2)
   scaling     tokens/s and MFU across the model presets and block sizes 64-1024
+  threads     one job's thread scaling vs k parallel jobs: which hydra.launcher.n_jobs to use
   peak        measure this machine's fp32 matmul peak (what runs' MFU is against) into its cache
 
 Each subcommand is a pair of functions: ``add_<name>_parser`` declares its options and
@@ -36,7 +37,7 @@ from article_gpt.model.gpt import GPT, GPTConfig
 from article_gpt.model.quantize import logits_loss, quantize_int8
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks/ subcommand modules
-from benchmarks import loop, memory, nanogpt, scaling  # noqa: E402
+from benchmarks import loop, memory, nanogpt, scaling, threads  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     Result,
     add_common_options,
@@ -194,12 +195,12 @@ def add_peak_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def bench_peak(args: argparse.Namespace) -> Result:
-    from article_gpt.tracking import mfu
+    from article_gpt.tracking import mfu, peaks
 
     now = mfu.measure_matmul_peak(torch.device("cpu"), seconds=args.seconds)
     best, source = mfu.cached_cpu_peak(measure=True, seconds=args.seconds)
     rows = [{"measured now GFLOP/s": now / 1e9, "kept in the cache GFLOP/s": best / 1e9, "source": source}]
-    return Result("peak", rows, {"cache": str(mfu.default_cache_file()), **environment(torch.device("cpu"))})
+    return Result("peak", rows, {"cache": str(peaks.default_cache_file()), **environment(torch.device("cpu"))})
 
 
 # ---- entry point ------------------------------------------------------------------------------
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_parser(sub)
     memory.add_parser(sub)
     scaling.add_parser(sub)
+    threads.add_parser(sub)
     add_peak_parser(sub)
     return parser
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# a job's env for the test callbacks of tests/probes.py, added as config (+callbacks.<name>={_target_:probes...})
+PROBES = {"PYTHONPATH": str(ROOT / "tests")}
 # The tests never have a network: Hugging Face's hub is asked from the local cache only, so a hub
 # name fails at once instead of after connection retries (set before huggingface_hub is imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,9 +96,16 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def wandb_inspect(run_dir: Path, env: dict, summary: bool = False):
-    """Read an offline W&B run back with `wandb leet inspect --json` (no network, no mock)."""
-    (offline,) = sorted((run_dir / "wandb").glob("offline-run-*"))
+def wandb_offline_ids(run_dir: Path) -> list[str]:
+    """The W&B run id of each offline run file in ``run_dir`` (one per attempt), in file order."""
+    return [p.name.rsplit("-", 1)[-1] for p in sorted((run_dir / "wandb").glob("offline-run-*"))]
+
+
+def wandb_inspect(run_dir: Path, env: dict, summary: bool = False, attempt: int | None = None):
+    """Read an offline W&B run back with `wandb leet inspect --json` (no network, no mock); a
+    resumed run has a file for each attempt: ``attempt`` picks one (0 = the first)."""
+    files = sorted((run_dir / "wandb").glob("offline-run-*"))
+    (offline,) = files if attempt is None else [files[attempt]]
     wandb_bin = Path(sys.executable).with_name("wandb")
     args = [str(wandb_bin), "leet", "inspect", "--json", *(["--summary"] if summary else []), str(offline)]
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=True, timeout=120).stdout
@@ -105,20 +114,26 @@ def wandb_inspect(run_dir: Path, env: dict, summary: bool = False):
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> str:
-    """A real single-node SLURM cluster (scripts/slurm_local.sh: idempotent, quick once it is up;
-    CI starts it before the tests). Skips with the script's one-line reason where it cannot run
-    (not root and not started, no package mirror, ...). Returns the partition name."""
+def slurm_partition(partition: str, *script_args: str) -> str:
+    """``partition`` of the real SLURM cluster scripts/slurm_local.sh starts (idempotent, quick once
+    it is up; CI starts it before the tests), or a skip with the script's one-line reason where it
+    cannot run (not root and not started, no package mirror, ...)."""
+    what = " ".join(["scripts/slurm_local.sh", *script_args])
     try:
-        proc = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh")], capture_output=True,
+        proc = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh"), *script_args], capture_output=True,
                               text=True, timeout=300, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"SLURM not usable: scripts/slurm_local.sh: {exc}")
+        pytest.skip(f"SLURM partition {partition} not usable: {what}: {exc}")
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
-        pytest.skip(f"SLURM not usable: {lines[-1] if lines else f'exit {proc.returncode}'}")
-    return "debug"
+        pytest.skip(f"SLURM partition {partition} not usable: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    return partition
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """A real single-node SLURM cluster: its partition's name."""
+    return slurm_partition("debug")
 
 
 # ---------------------------------------------------------------- parallel workers (pytest-xdist)
@@ -145,10 +160,27 @@ def pytest_xdist_auto_num_workers(config) -> int:
 def pytest_collection_modifyitems(config, items: list[pytest.Item]) -> None:
     """In a worker: the all_cores tests first, run one after another while no long test holds the
     other core; then the slow ones, so that the last tests to start are short and the workers end
-    together. (A module-scoped run may happen once on each worker: xdist_group does not group
-    under pytest 9.2, and --dist loadscope, one module a worker, measured slower.)"""
+    together. Tests marked ``xdist_group(name)`` (those sharing an expensive module fixture) go to
+    one worker. (--dist loadscope, one module a worker, measured slower.)"""
     if WORKER is not None:  # a stable sort: else as collected
+        group_by_xdist_group(config, items)
         items.sort(key=lambda item: (not item.get_closest_marker("all_cores"), not item.get_closest_marker("slow")))
+
+
+def group_by_xdist_group(config, items: list[pytest.Item]) -> None:
+    """--dist loadgroup sends tests whose node id ends in ``@<group>`` to one worker. xdist 3.8
+    appends it by setting ``item._nodeid``, which pytest 9.2 no longer reads (its node id is
+    ``item._id``), so no test was grouped: append it where pytest reads it."""
+    if not config.getvalue("loadgroup"):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix):
+            item._id = coerce_node_id(item.nodeid + suffix)
 
 
 def worker_cores(item: pytest.Item) -> list[int]:

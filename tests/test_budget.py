@@ -150,3 +150,55 @@ def test_the_sweep_summary_reports_tokens_and_flops(budget_runs, tmp_path):
     assert compute_differs(runs)  # different compute: comparison.png adds best val loss against FLOPs
     assert (tmp_path / "comparison.png").stat().st_size > 0
     assert not math.isnan(runs[0].val_loss)
+
+
+# ---------------------------------------------------------------- budgets with accumulation, limits, a resume
+ACCUMULATE = [*RUN, "logger=none", "+trainer.accumulate_grad_batches=2", f"budget.tokens={TOKENS}"]
+# 2 batches an epoch: [256, 256]; 6 steps, 1,536 tokens (the whole epoch's 3 batches would give 7)
+LIMITED = [*RUN, "logger=none", "trainer.limit_train_batches=2", f"budget.tokens={TOKENS}"]
+
+
+@pytest.fixture(scope="module")
+def budget_resumed(module_cli):
+    """Runs of ACCUMULATE and LIMITED, and a LIMITED run stopped by SIGTERM at step 3 (mid-epoch)
+    and resumed: (accumulated, limited, interrupted record, resumed) run dirs and records."""
+    run, _, outputs = module_cli
+    dirs = []
+    for args in (ACCUMULATE, LIMITED):
+        run("train.py", *args, timeout=900)
+        (new,) = set(run_dirs(outputs)) - set(dirs)
+        dirs.append(new)
+    run("tests/interrupt_at.py", "3", "SIGTERM", *LIMITED, f"paths.log_dir={outputs}", check=False, timeout=900)
+    (stopped,) = set(run_dirs(outputs)) - set(dirs)
+    interrupted = read_metrics(stopped)
+    run("train.py", f"resume={stopped}", timeout=900)
+    return dirs[0], dirs[1], interrupted, stopped
+
+
+@pytest.mark.slow
+def test_a_token_budget_with_gradient_accumulation_stops_within_one_optimizer_step(budget_resumed):
+    m = read_metrics(budget_resumed[0])
+    per_step = epoch_step_tokens(40, 16, 16, accumulate=2)
+    assert per_step == [512, 128]  # 2 batches, then the epoch's short third one
+    assert m["steps"] == m["budget_steps"] == steps_for_budget(TOKENS, per_step)[0] == 5  # optimizer steps
+    assert TOKENS <= m["tokens_seen"] < TOKENS + max(per_step)
+    assert m["tokens_seen"] == 1792 and m["end"] == {"by": "budget", "step": 5}
+
+
+@pytest.mark.slow
+def test_a_token_budget_with_limit_train_batches_stops_within_one_step(budget_resumed):
+    m = read_metrics(budget_resumed[1])
+    assert m["steps"] == m["budget_steps"] == 6 and m["tokens_seen"] == 1536  # 3 epochs of 2 batches
+    assert TOKENS <= m["tokens_seen"] < TOKENS + 256
+    assert m["end"] == {"by": "budget", "step": 6}
+
+
+@pytest.mark.slow
+def test_a_budget_run_interrupted_and_resumed_ends_where_the_straight_one_did(budget_resumed):
+    _, straight, interrupted, resumed = budget_resumed
+    assert interrupted["status"] == "interrupted" and interrupted["steps"] == 3
+    assert interrupted["end"] == {"by": "signal", "step": 3, "signal": "SIGTERM"}
+    a, b = read_metrics(straight), read_metrics(resumed)
+    assert b["resumes"][0]["from_step"] == 3 and b["status"] == "completed"
+    for key in ("steps", "budget_steps", "tokens_seen", "train_flops", "end", "val_curve", "val_loss"):
+        assert b[key] == a[key], key

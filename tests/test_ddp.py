@@ -10,8 +10,10 @@ from __future__ import annotations
 import pytest
 from conftest import ROOT, read_metrics, run_dirs, wandb_inspect
 from hydra import compose, initialize_config_dir
+from test_ddp_resume import DDP_SHAPE
 from test_launchers import DDP, check_sweep
 from test_launchers import DDP_TOKENS as TOKENS
+from test_optuna import BAD, GOOD, PRUNE_EARLY, study_trials
 
 from article_gpt.config.rules import validate
 from article_gpt.errors import ConfigError
@@ -53,6 +55,10 @@ def test_single_ddp_run_writes_one_of_everything(run_cli, outputs, clean_env) ->
     assert metrics["status"] == "completed" and metrics["steps"] == 2
     assert metrics["tokens_seen"] == TOKENS  # both ranks' batches
     assert metrics["threads"] == 1  # 2 cores / 2 ranks
+    # MFU over both ranks' devices: tokens/s counts both ranks, the peak is one rank's (1 thread)
+    assert metrics["mfu"] == pytest.approx(
+        metrics["flops_per_token"] * metrics["tokens_per_sec"] / (2 * metrics["peak_flops"]), abs=1e-4)
+    assert "1 threads" in metrics["peak_source"]
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1
     final = wandb_inspect(run, clean_env, summary=True)
     assert final["state"] == "finished" and final["summary"]["status"] == "completed"
@@ -67,3 +73,25 @@ def test_sweep_of_ddp_jobs_runs_each_job_once(run_cli, outputs, clean_env) -> No
     for job in ("0", "1"):
         assert list((outputs / "sweeps").glob(f"*/{job}/train_rank1.log"))
     assert proc.stdout.count("| completed |") == 2
+
+
+@pytest.mark.slow
+def test_optuna_trial_under_ddp_is_pruned_on_both_ranks_at_the_same_validation(run_cli, outputs, clean_env, tmp_path):
+    import optuna
+
+    # 2 validations of 3 steps a trial; the hopeless trial is pruned at the first, on both ranks
+    shape = [a for a in DDP_SHAPE if not a.startswith(("trainer.max_", "model.heads=", "sample."))]
+    sweep_dir, events = outputs / "search", tmp_path / "events"
+    run_cli("tests/interrupt_at.py", "999", "SIGTERM", "-m", "hparams_search=optuna", *shape, *PRUNE_EARLY,
+            "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "sample.max_new_tokens=0", "model.heads=2",
+            "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.name=grid", f"optim.lr=choice({GOOD},{BAD})",
+            "hydra.sweeper.sampler.seed=1",  # the grid's order: the good trial first, then the hopeless one
+            f"hydra.sweep.dir={sweep_dir}", f"paths.log_dir={outputs}", timeout=900,
+            extra_env={"EVENTS_DIR": str(events)})
+    first, second = sorted(study_trials(sweep_dir), key=lambda t: t.number)
+    assert (first.params["optim.lr"], first.state) == (GOOD, optuna.trial.TrialState.COMPLETE)
+    assert (second.params["optim.lr"], second.state) == (BAD, optuna.trial.TrialState.PRUNED)
+    m = read_metrics(sweep_dir / "1")
+    assert m["status"] == "pruned" and m["pruned_at_validation"] == 0 and m["steps"] == 3
+    # where each rank's training ended, one line a trial: the pruned trial stopped at step 3 on both
+    assert [(events / f"rank{r}.end").read_text().split() for r in (0, 1)] == [["6", "3"], ["6", "3"]]

@@ -108,7 +108,8 @@ def test_resume_refuses_anything_but_budget_keys(run_cli, tmp_path, extra, expec
     before = sorted(p.name for p in run_dir.rglob("*"))
     proc = run_cli("train.py", f"resume={run_dir}", *extra, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        expected + f"; only trainer.max_epochs, trainer.max_steps, trainer.max_time and budget.* may change "
+        expected + "; only trainer.max_epochs, trainer.max_steps, trainer.max_time, callbacks.early_stopping.patience "
+        f"and budget.* may change "
         f"(start a new run to change {extra[0].split('=')[0]})"]
     assert sorted(p.name for p in run_dir.rglob("*")) == before
 

@@ -27,15 +27,51 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
+CODE = ["article_gpt/**/*.py", "scripts/**/*.py", "hydra_plugins/**/*.py", "train.py", "generate.py"]
+# every way Python, torch, numpy and YAML run code from what they load, and evaluating text
+UNSAFE_LOADERS = {
+    "pickle": r"\b(c?pickle|cloudpickle|dill|joblib|marshal|shelve)\.(loads?|Unpickler|open)\(",
+    "pandas pickle": r"\bread_pickle\(",
+    "TorchScript": r"\btorch\.jit\.load\(",
+    "numpy pickle": r"allow_pickle\s*=\s*True",
+    "YAML objects": r"\byaml\.(unsafe_load|full_load|load_all|load)\((?![^)]*SafeLoader)",
+    "eval/exec": r"(?<![\w.])(eval|exec)\(",
+}
+# trusted by construction: a sweep job's result from the job's own forked process, over a pipe
+ALLOWED = {("article_gpt/sweeps/launchers.py", "pickle")}
+
+
+def code_files() -> list[Path]:
+    return sorted({p for pattern in CODE for p in ROOT.glob(pattern)})
+
+
 def test_every_torch_load_is_weights_only():
     calls = []
-    for path in [*ROOT.glob("article_gpt/**/*.py"), *ROOT.glob("scripts/**/*.py"), ROOT / "train.py",
-                 ROOT / "generate.py"]:
-        text = path.read_text()
-        for match in re.finditer(r"torch\.load\((.*?)\)\s*$", text, flags=re.M | re.S):
+    for path in code_files():
+        for match in re.finditer(r"torch\.load\((.*?)\)\s*$", path.read_text(), flags=re.M | re.S):
             calls.append((path.name, match.group(1)))
-        assert not re.search(r"(?<![\w.])(eval|exec)\(", text), path  # configs are never evaluated
     assert calls and all("weights_only=True" in args for _, args in calls), calls
+
+
+def test_no_unsafe_loader_anywhere_in_the_code():
+    found = []
+    for path in code_files():
+        rel = str(path.relative_to(ROOT))
+        for kind, pattern in UNSAFE_LOADERS.items():
+            found += [f"{rel}: {m.group(0)} ({kind})" for m in re.finditer(pattern, path.read_text())
+                      if (rel, kind) not in ALLOWED]
+    assert any(p.parts[-2] == "article_gpt_launchers" for p in code_files())  # hydra_plugins/ is read
+    assert found == []
+
+
+@pytest.mark.parametrize("line, kind", [
+    ("state = pickle.load(f)", "pickle"), ("cloudpickle.loads(b)", "pickle"), ("joblib.load(p)", "pickle"),
+    ("pd.read_pickle(p)", "pandas pickle"), ("m = torch.jit.load(p)", "TorchScript"),
+    ("np.load(p, allow_pickle=True)", "numpy pickle"), ("yaml.load(text)", "YAML objects"),
+    ("yaml.load(text, Loader=yaml.FullLoader)", "YAML objects"), ("eval(cfg.expr)", "eval/exec")])
+def test_the_grep_sees_each_loader(line, kind):
+    assert re.search(UNSAFE_LOADERS[kind], line)
+    assert not re.search(UNSAFE_LOADERS["YAML objects"], "yaml.load(text, Loader=yaml.SafeLoader)")
 
 
 @pytest.mark.slow

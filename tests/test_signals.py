@@ -48,8 +48,7 @@ def test_external_signal_during_training_saves_and_exits(clean_env, outputs, sig
     proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_for_training(proc)
-        time.sleep(0.5)
+        wait_for_training(proc, text="1/3")  # the progress bar past step 1: training, not starting up
         proc.send_signal(getattr(signal, sig))
         assert proc.wait(timeout=300) == code
     finally:

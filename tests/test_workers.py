@@ -40,3 +40,9 @@ def test_an_all_cores_test_has_the_machine_to_itself():
     assert sorted(os.sched_getaffinity(0)) == ALL_CORES and torch.get_num_threads() == len(ALL_CORES)
     assert cores_of_a_child() == len(ALL_CORES)
     assert all(held_by_a_test(core) for core in ALL_CORES)  # no other worker runs a test meanwhile
+
+
+@pytest.mark.xdist_group("shared_fixture")
+def test_a_grouped_test_is_scheduled_by_its_group(request):
+    # --dist loadgroup sends every test whose node id ends in @<group> to the same worker
+    assert request.node.nodeid.endswith("@shared_fixture")

@@ -75,6 +75,27 @@ def _validate_parallel(cfg: DictConfig) -> None:
             raise ConfigError("trainer.accelerator=mps: no Apple-silicon GPU (MPS) on this machine; use trainer=cpu")
 
 
+def validate_nodes(cfg: DictConfig, hydra: DictConfig) -> None:
+    """A DDP job has ``trainer.num_nodes`` x ``trainer.devices`` ranks. Under SLURM each rank is a
+    task: the launcher's ``nodes`` and ``tasks_per_node`` must be exactly those (they follow the
+    trainer's keys unless set, conf/hydra/launcher/submitit_slurm.yaml). A launcher without nodes
+    starts no other node's ranks: rank 0 would wait for them forever."""
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes") or 1
+    launcher = OmegaConf.select(hydra, "launcher") or {}
+    if "nodes" not in launcher:
+        if nodes != 1:
+            raise ConfigError(f"trainer.num_nodes={nodes}: more than one node needs hydra/launcher=submitit_slurm")
+        return
+    checks = [("nodes", "trainer.num_nodes", nodes)]
+    if str(launcher.get("_target_", "")).endswith("SlurmLauncher"):  # elsewhere trainer=ddp starts the ranks
+        checks.append(("tasks_per_node", "trainer.devices", OmegaConf.select(cfg, "trainer.devices")))
+    for key, *want in checks:
+        value = launcher.get(key)
+        if isinstance(want[1], int) and value != want[1]:
+            raise ConfigError(f"hydra.launcher.{key}={value}: must equal {want[0]}={want[1]} (one SLURM task "
+                              f"per DDP rank); leave hydra.launcher.{key} unset to follow {want[0]}")
+
+
 def check_writable(key: str, value: Any, folder: Path) -> None:
     """``folder`` (created if missing) takes a file: a read-only or full disk is one line now,
     before Hydra makes a run directory there, not a traceback later or a half-written run."""

@@ -39,29 +39,34 @@ class ResumableOrder(Sampler[int]):
 
     ``len`` stays the whole epoch's, so Lightning still counts the epoch's batches from 0 and
     ends it where the uninterrupted run did. ``stop`` is set when ``limit_train_batches`` ended
-    the epoch before the order ran out.
+    the epoch before the order ran out. ``keep_length`` (DDP) yields the rest of the epoch
+    first and then the part already trained, which is never reached: Lightning's distributed
+    wrapper indexes the order by position over its whole length, each rank taking every
+    ``world_size``-th position.
     """
 
     def __init__(self, inner: Sampler[int]) -> None:
         self.inner = inner
         self.epoch = 0
         self._window: tuple[int, int, int | None] | None = None  # (epoch, start, stop)
+        self._keep_length = False
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if hasattr(self.inner, "set_epoch"):
             self.inner.set_epoch(epoch)
 
-    def resume_at(self, epoch: int, start: int, stop: int | None = None) -> None:
+    def resume_at(self, epoch: int, start: int, stop: int | None = None, keep_length: bool = False) -> None:
         """The next pass is epoch ``epoch`` from index ``start`` (samples already trained on)."""
         self.set_epoch(epoch)
         self._window = (epoch, start, stop) if start or stop is not None else None
+        self._keep_length = keep_length
 
     def __iter__(self) -> Iterator[int]:
         order = list(self.inner)
         window, self._window = self._window, None  # one pass only: the next epoch is whole again
         if window is not None and window[0] == self.epoch:
-            order = order[window[1] : window[2]]
+            order = order[window[1] :] + order[: window[1]] if self._keep_length else order[window[1] : window[2]]
         return iter(order)
 
     def __len__(self) -> int:

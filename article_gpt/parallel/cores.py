@@ -44,7 +44,8 @@ def _launcher() -> DictConfig | None:
     return HydraConfig.get().launcher if HydraConfig.initialized() else None
 
 
-def _launcher_kind(launcher: DictConfig | None) -> str:
+def launcher_kind(launcher: DictConfig | None) -> str:
+    """joblib, slurm, local, ray or basic: the launcher its ``_target_`` names (ours or Hydra's)."""
     target = str(OmegaConf.select(launcher, "_target_") or "") if launcher is not None else ""
     for kind in ("Joblib", "Slurm", "Local", "Ray"):
         if target.endswith(f"{kind}Launcher"):
@@ -137,7 +138,7 @@ def claim(cfg: DictConfig) -> CoreShare:
 
     cores = available_cores()
     launcher = _launcher()
-    kind = _launcher_kind(launcher)
+    kind = launcher_kind(launcher)
     share, reason, pinned, restore = len(cores), "all cores", None, {}
     if os.environ.get("SLURM_JOB_ID"):
         per_task = os.environ.get("SLURM_CPUS_PER_TASK")

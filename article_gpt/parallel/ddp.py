@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
@@ -59,8 +60,9 @@ def job_command() -> tuple[list[str], str]:
     if hc.job.config_name and hc.job.config_name != "train":
         command.append(f"--config-name={hc.job.config_name}")
     command += list(hc.overrides.task)
-    # the rank's config is the job's; only where Hydra writes differs (rank 0 owns .hydra/)
-    command += [f'hydra.run.dir="{hc.runtime.output_dir}"', "hydra.output_subdir=null"]
+    # the rank's config is the job's; only where Hydra writes differs (rank 0 owns .hydra/), and
+    # it is one run even where the job's config makes every start a sweep (hparams_search=optuna)
+    command += [f'hydra.run.dir="{hc.runtime.output_dir}"', "hydra.output_subdir=null", "hydra.mode=RUN"]
     return command, str(root)
 
 
@@ -121,6 +123,17 @@ class JobDDPStrategy(DDPStrategy):
         super()._configure_launcher()
         if type(self._launcher) is _SubprocessScriptLauncher:
             self._launcher = JobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+
+    def process_dataloader(self, dataloader):
+        """The training order stays the loader's own sampler's (article_gpt/data/resumable.py:
+        drawn from the seed and epoch, re-entered mid-epoch by a resume). Lightning wraps it in
+        a DistributedSampler that would shuffle it again by position; unshuffled, rank r takes
+        positions r, r + world_size, ..., so the steps trained are a prefix of the order, which
+        is what a resumed run skips."""
+        sampler = getattr(dataloader, "sampler", None)
+        if isinstance(sampler, DistributedSamplerWrapper):
+            sampler.shuffle = False
+        return super().process_dataloader(dataloader)
 
 
 def rank_environment() -> dict[str, str | None]:

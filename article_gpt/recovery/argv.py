@@ -1,9 +1,11 @@
 """``resume=<run dir>|latest`` and ``resume_sweep=<sweep dir>``, turned into ordinary Hydra
-overrides before Hydra starts: the run's own recorded overrides, plus budget keys, plus
-``hydra.run.dir=<run dir>`` (a sweep: its recorded command line and ``hydra.sweep.dir``).
-Anything else is refused with one line, because a resumed run must be the same run. What the
-job then does in its directory is the start rule (recovery/resume.py). No torch here: this
-runs before anything heavy is imported.
+overrides before Hydra starts: the run's own recorded overrides, plus limit keys (how far it
+trains: the budget and early stopping's patience), plus ``hydra.run.dir=<run dir>`` (a sweep:
+its recorded command line and ``hydra.sweep.dir``). Anything else is refused with one line,
+because a resumed run must be the same run; so is a finished run's resume that leaves the limit
+that ended it (its record's ``end``) as it was, which would train nothing. What the job then
+does in its directory is the start rule (recovery/resume.py). No torch here: this runs before
+anything heavy is imported.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from pathlib import Path
 from article_gpt.errors import ConfigError
 from article_gpt.runs import dirs
 
-BUDGET_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
+# how far a run trains: what a resume may change, so a finished run can train further
+LIMIT_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "callbacks.early_stopping.patience")
 BUDGET_PREFIX = "budget."
+LIMITS = f"{', '.join(LIMIT_KEYS)} and {BUDGET_PREFIX}*"
 
 
 def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def is_budget_key(key: str) -> bool:
-    return key in BUDGET_KEYS or key.startswith(BUDGET_PREFIX)
+def is_limit_key(key: str) -> bool:
+    return key in LIMIT_KEYS or key.startswith(BUDGET_PREFIX)
 
 
 def _hydra_value(text: str) -> str:
@@ -58,6 +62,13 @@ def rewrite_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def _limit_reached(done) -> str | None:
+    """The limit key (or ``budget.``) that ended a finished run, as its record's ``end`` says: a
+    resume that leaves it as it was would train nothing. None where another cause ended it."""
+    by = ((done.end if done is not None else None) or {}).get("by")
+    return BUDGET_PREFIX if by == "budget" else f"trainer.{by}" if f"trainer.{by}" in LIMIT_KEYS else None
+
+
 def _resume_run_args(args: list[str]) -> list[str]:
     spec = next(a for a in args if override_key(a) == "resume").split("=", 1)[1]
     flags = [a for a in args if a.startswith("-")]
@@ -73,19 +84,21 @@ def _resume_run_args(args: list[str]) -> list[str]:
                           "pass a folder under outputs/runs/ or outputs/sweeps/<id>/, or resume=latest")
     run_dir = run_dir.resolve()
     stored = _read_overrides(run_dir / dirs.OVERRIDES)
-    budget = [a for a in given if is_budget_key(override_key(a))]
+    limits = [a for a in given if is_limit_key(override_key(a))]
     for a in given:
-        if a not in budget and a not in stored:
-            raise ConfigError(f"{a}: resume= continues the run with its own config; only {', '.join(BUDGET_KEYS)} "
-                              f"and {BUDGET_PREFIX}* may change (start a new run to change {override_key(a)})")
+        if a not in limits and a not in stored:
+            raise ConfigError(f"{a}: resume= continues the run with its own config; only {LIMITS} "
+                              f"may change (start a new run to change {override_key(a)})")
     done = dirs.finished_record(run_dir)
-    if done is not None and not budget:
-        raise ConfigError(f"resume={spec}: {run_dir} already {done.status} at step {done.steps}; "
-                          f"raise {', '.join(BUDGET_KEYS)} or {BUDGET_PREFIX}* to train it further")
-    replaced = {override_key(a) for a in budget}
+    ended = _limit_reached(done)
+    if done is not None and not any(override_key(a).startswith(ended or "") for a in limits):
+        raise ConfigError(f"resume={spec}: {run_dir} already {done.status} at step {done.steps}; raise "
+                          + (f"{ended}{'*' if ended == BUDGET_PREFIX else ''}, which ended it," if ended
+                             else LIMITS.replace(" and ", " or ")) + " to train it further")
+    replaced = {override_key(a) for a in limits}
     kept = [o for o in stored if override_key(o) not in replaced | {"resume", "resume_sweep"}]
     where = _hydra_value(str(run_dir))
-    return [*flags, *kept, *budget, *hydra, f"hydra.run.dir={where}", f"resume={where}"]
+    return [*flags, *kept, *limits, *hydra, f"hydra.run.dir={where}", f"resume={where}"]
 
 
 def _resume_sweep_args(args: list[str]) -> list[str]:

@@ -9,7 +9,8 @@ can hold tensors and plain containers, never code.
 
 ``ResumeState``: what an exact resume needs that Lightning does not save: torch's (and numpy's
 and Python's) global RNG states, how far into the epoch the data order got, and the samples
-generated so far. With these a resumed CPU run repeats the uninterrupted one bit for bit.
+generated so far. With these a resumed CPU run repeats the uninterrupted one bit for bit. It
+also hands early stopping's state on to the resumed fit (see :func:`_continue_early_stopping`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 from article_gpt.errors import CheckpointError, describe
 
@@ -88,6 +91,20 @@ def _set_rng_states(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _continue_early_stopping(trainer, checkpoint: dict) -> None:
+    """Early stopping's state as the resumed fit starts: its best score and its count of
+    validations without improvement carry over, with this run's configured ``patience`` (a
+    resume may raise it: ``callbacks.early_stopping.patience``, recovery/argv.py) and no stop
+    yet, so the record tells whether this fit stopped early. Called before Lightning loads each
+    callback's state, which would otherwise put back the checkpoint's patience."""
+    states = checkpoint.get("callbacks") or {}
+    for cb in trainer.callbacks:
+        state = states.get(cb.state_key) if isinstance(cb, EarlyStopping) else None
+        if state:
+            state.update(patience=cb.patience, stopped_epoch=0, stopping_reason_message=None,
+                         stopping_reason=EarlyStoppingReason.NOT_STOPPED.value)
+
+
 class ResumeState(L.Callback):
     """Saves and restores the RNG states, the data position and the samples (see the module doc)."""
 
@@ -109,6 +126,7 @@ class ResumeState(L.Callback):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self.resumed_from_step = int(checkpoint.get("global_step", 0))
+        _continue_early_stopping(trainer, checkpoint)
         state = checkpoint.get(STATE_KEY)
         if not state:
             return
@@ -120,7 +138,9 @@ class ResumeState(L.Callback):
             # every rank trains its own batches of the same global order, one after the other
             per_batch = trainer.datamodule.loader.batch_size * trainer.world_size
             stop = data["batches_total"] * per_batch if data["batches_total"] is not None else None
-            order().resume_at(data["epoch"], data["batches_done"] * per_batch, stop)
+            # under DDP (even of one rank) Lightning's distributed sampler reads the order by position
+            distributed = trainer.distributed_sampler_kwargs is not None
+            order().resume_at(data["epoch"], data["batches_done"] * per_batch, stop, keep_length=distributed)
 
     def on_train_start(self, trainer, pl_module) -> None:
         # after setup and the restore: nothing that draws random numbers runs between here and

@@ -4,7 +4,8 @@ scheduler requeueing a preempted job with its same overrides, or by a sweep re-r
 old sweep directory (``hydra.sweep.dir=<dir>`` or ``resume_sweep=<dir>``):
 
 - finished (``completed`` or ``pruned``): a sweep job is skipped (its recorded metric is
-  returned, its files untouched); a single run refuses, unless ``resume=`` raises a budget key;
+  returned, its files untouched); a single run refuses, unless ``resume=`` raises a limit key
+  (recovery/argv.py): it then trains on from ``checkpoints/last.ckpt``, the step it ended at;
 - ``interrupted``, or a ``checkpoints/last.ckpt`` without a record (killed hard): the run
   resumes from that checkpoint, in the same directory, as the same W&B run;
 - ``failed``: the run starts again from scratch; the failed attempt's files move to
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from article_gpt.errors import ConfigError
 from article_gpt.parallel.ddp import is_rank_zero
-from article_gpt.recovery.argv import is_budget_key, override_key
+from article_gpt.recovery.argv import is_limit_key, override_key
 from article_gpt.runs import dirs, record
 from article_gpt.runs.record import RecordError, RunRecord, Status
 
@@ -124,12 +125,12 @@ def begin(run_dir: Path, resume: str | None, multirun: bool, overrides: list[str
         return _refuse(err, multirun)
     previous = start.previous.overrides if start.previous else None
     changed = [o for o in overrides if previous is not None and o not in previous
-               and not is_budget_key(override_key(o)) and override_key(o) != "resume"]
+               and not is_limit_key(override_key(o)) and override_key(o) != "resume"]
     if start.action in ("skip", "resume") and changed:
         return _refuse(ConfigError(f"{changed[0]}: {run_dir} holds a run of other overrides "
                                    f"({' '.join(previous)}); refusing to mix them"), multirun)
     if start.action == "skip":
-        if resume:  # resume= with a raised budget: the finished run trains on from its last checkpoint
+        if resume:  # resume= with a raised limit: the finished run trains on from its last checkpoint
             return Start("resume", start.checkpoint, start.previous, start.wandb_id)
         if not multirun:
             dirs.refuse_finished(run_dir)

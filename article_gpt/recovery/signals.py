@@ -184,6 +184,11 @@ class GracefulStop(L.Callback):
             return
         if self._stop_after_validation or (not self._stop_next and self._agreed(trainer)):
             self._save(trainer)
+        elif not self._stop_next:
+            # Lightning's ModelCheckpoint writes last.ckpt only with a new best.ckpt; here it holds
+            # every validation's step (runs/dirs.py LAST), so a run that ends after one (early
+            # stopping, a budget, max_epochs) trains on from there when resumed with a larger limit
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # the previous step is complete (logged, scheduler stepped): a clean place to stop

@@ -93,6 +93,10 @@ class RunRecord:
     # progress and time
     steps: int | None = _metric("min", "optimizer steps done")
     epochs: int | None = _metric("min", "epochs begun")
+    end: dict | None = _fact(
+        "what ended the run (training/closing.py): {by, step}, by one of early_stopping, budget, "
+        "max_steps, max_time, max_epochs, signal, pruned, error; early stopping adds validation (0 = the "
+        "first after training began) and reason (patience_exhausted, non_finite_metric, ...), a signal its name")
     elapsed_s: float | None = _metric("min", "wall seconds from the job's start to its close")
     first_step_s: float | None = _metric("min", "wall seconds from the job's start to its first step")
     start_to_first_step_s: float | None = _metric("min", "seconds from the process's start to the first step")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+
+from article_gpt.tracking import peaks as peak_cache
 
 # Dense peak FLOP/s per dtype from the datasheets (sparsity figures halved away). tf32 is
 # what fp32 matmuls run at with ``tf32: true``. Rows are matched in order against
@@ -55,16 +56,6 @@ def matmul_dtype(precision: str, tf32: bool, device_type: str) -> str:
     return "tf32" if dtype == "fp32" and tf32 and device_type == "cuda" else dtype
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1024,
                         seconds: float = 0.5) -> float:
     """The best FLOP/s of square ``n`` matmuls repeated for about ``seconds`` (one warm-up first)."""
@@ -81,14 +72,8 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32
     return 2 * n**3 / best
 
 
-def default_cache_file() -> Path:
-    """One file per machine and user, shared by every run and outputs folder."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "article_gpt" / "peak_flops.json"
-
-
 def cpu_key(threads: int | None = None) -> str:
-    return f"{cpu_model()} | {threads or torch.get_num_threads()} threads | torch {torch.__version__}"
+    return peak_cache.cpu_key(threads or torch.get_num_threads(), torch.__version__)
 
 
 MEASUREMENTS = 3  # a machine's first runs each measure; the cache keeps the best of them
@@ -105,11 +90,8 @@ def cached_cpu_peak(cache_file: str | os.PathLike | None = None, threads: int | 
     """
     threads = threads or torch.get_num_threads()
     key = cpu_key(threads)
-    path = Path(cache_file) if cache_file else default_cache_file()
-    try:
-        table = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        table = {}
+    path = Path(cache_file) if cache_file else peak_cache.default_cache_file()
+    table = peak_cache.read_table(path)
     entry = table.get(key) if isinstance(table.get(key), dict) else {}
     best, count = entry.get("flops"), int(entry.get("measurements", 0))
     if not isinstance(best, (int, float)) or measure or count < MEASUREMENTS:

@@ -21,54 +21,12 @@ asked to stop), so its best val loss is measured at the budget, not at the last 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import lightning as L
 
 from article_gpt.errors import ConfigError
 
-
-def epoch_step_tokens(windows: int, batch_size: int, window_tokens: int, world_size: int = 1,
-                      drop_last: bool = False, limit_batches: int | float = 1.0, accumulate: int = 1) -> list[int]:
-    """Tokens (summed over ranks) of each optimizer step of one epoch, in order.
-
-    Each rank reads ``ceil(windows / world_size)`` windows (Lightning's DistributedSampler pads
-    the ranks to equal length); ``limit_batches`` follows ``Trainer(limit_train_batches)`` (an int
-    is a batch count, a float a fraction); ``accumulate`` batches make one step, and the epoch's
-    leftover batches make a last, shorter one, as Lightning steps them.
-    """
-    per_rank = math.ceil(windows / world_size)
-    full, rest = divmod(per_rank, batch_size)
-    batches = [batch_size] * full + ([rest] if rest and not drop_last else [])
-    if isinstance(limit_batches, int):
-        batches = batches[:limit_batches]
-    else:
-        batches = batches[: int(len(batches) * limit_batches)]
-    return [sum(batches[i:i + accumulate]) * window_tokens * world_size
-            for i in range(0, len(batches), accumulate)]
-
-
-def steps_for_budget(budget_tokens: float, step_tokens: Sequence[int]) -> tuple[int, int]:
-    """(steps, tokens): the fewest optimizer steps whose tokens reach ``budget_tokens``, epoch
-    after epoch of ``step_tokens``, and the tokens those steps train on (at least one step)."""
-    epoch = sum(step_tokens)
-    if epoch <= 0:
-        raise ConfigError("budget: an epoch of this training data has no batches; "
-                          "check dataloader.drop_last, dataloader.batch_size and trainer.limit_train_batches")
-    epochs = int(budget_tokens // epoch)
-    steps, tokens = epochs * len(step_tokens), epochs * epoch
-    for t in step_tokens:
-        if tokens >= budget_tokens and steps > 0:
-            break
-        steps, tokens = steps + 1, tokens + t
-    return steps, tokens
-
-
-def budget_tokens(tokens: float | None, flops: float | None, flops_per_token: int) -> float | None:
-    """The token budget: ``tokens``, ``flops / flops_per_token``, the smaller of both, or None."""
-    limits = [t for t in (tokens, flops / flops_per_token if flops is not None else None) if t is not None]
-    return min(limits) if limits else None
+# the arithmetic lives with the model's counts, torch-free, for the sweep plan too (sweeps/plan.py)
+from article_gpt.model.accounting import budget_tokens, epoch_step_tokens, steps_for_budget
 
 
 class ComputeBudget(L.Callback):

@@ -15,6 +15,7 @@ entry point to report in one line.
 from __future__ import annotations
 
 import math
+import signal
 import time
 import traceback
 from collections.abc import Iterator
@@ -22,18 +23,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from omegaconf import DictConfig
 
 from article_gpt.errors import ArticleGPTError, RunFailedError, describe
 from article_gpt.parallel import ddp
 from article_gpt.parallel.cores import CoreShare
+from article_gpt.recovery import signals
 from article_gpt.recovery.checkpoint_io import ResumeState
 from article_gpt.recovery.resume import Start
 from article_gpt.runs import dirs, record
 from article_gpt.runs.record import RunRecord, Status
 from article_gpt.tracking import loggers, mfu
-from article_gpt.tracking.recorder import RunRecorder, plot_losses, write_samples
-from article_gpt.tracking.report import report
+from article_gpt.tracking.recorder import RunRecorder, write_samples
+from article_gpt.tracking.report import plot_losses, report
 from article_gpt.training.budget import budget_record
 from article_gpt.training.context import RunContext
 from article_gpt.training.pruning import OptunaPruning
@@ -109,7 +113,8 @@ def close(job: Job) -> None:
     finally:
         rec = job.record
         summary = {"status": str(rec.status), "best_val_loss": rec.val_loss, "tokens_seen": rec.tokens_seen,
-                   "train_flops": rec.train_flops, "tokens_per_sec": rec.tokens_per_sec, "mfu": rec.mfu}
+                   "train_flops": rec.train_flops, "tokens_per_sec": rec.tokens_per_sec, "mfu": rec.mfu,
+                   "params_non_embedding": rec.params_non_embedding}  # the workspace's loss-vs-size panel
         loggers.finish_loggers(job.loggers, summary, failed=not job.status.finished)
     if job.rank_zero:
         report(job.record.to_dict(), job.module)
@@ -126,6 +131,7 @@ def assemble(job: Job) -> RunRecord:
             **budget_record(trainer),
             "steps": trainer.global_step if trainer else 0,
             "epochs": trainer.current_epoch if trainer else 0,
+            "end": ending(job),
             "elapsed_s": round(time.time() - job.t_start, 3),
             **_identity(job),
             **loggers.wandb_run_info(job.loggers),
@@ -144,6 +150,34 @@ def assemble(job: Job) -> RunRecord:
         return RunRecord(status=job.status, error=job.error, val_loss=r.best_val, val_loss_initial=r.initial_val,
                          **job.derived, **_identity(job), elapsed_s=round(time.time() - job.t_start, 3),
                          report_error=describe(err), val_curve=[[s, v] for s, v in r.val_curve])
+
+
+def ending(job: Job) -> dict | None:
+    """What ended the run (``RunRecord.end``): the first of these that holds."""
+    trainer = job.trainer
+    at = {"step": trainer.global_step if trainer else 0}
+    if job.status is Status.INTERRUPTED:
+        signum = signals.received()
+        return {"by": "signal", **at, "signal": signal.Signals(signum).name if signum else None}
+    if job.status is not Status.COMPLETED:
+        pruned = job.status is Status.PRUNED
+        return {"by": "pruned", **at, "validation": job.pruning.pruned_at} if pruned else {"by": "error", **at}
+    if trainer is None:  # completed without a fit: nothing ended one
+        return None
+    stopper = trainer.early_stopping_callback  # its state is this fit's own (recovery/checkpoint_io.py)
+    if stopper is not None and stopper.stopping_reason is not EarlyStoppingReason.NOT_STOPPED:
+        r = job.recorder  # its curve holds every validation of the run, resumes included
+        return {"by": "early_stopping", **at, "validation": len(r.val_curve) - (r.initial_val is not None) - 1,
+                "reason": stopper.stopping_reason.name.lower()}
+    budget_steps = budget_record(trainer).get("budget_steps")
+    if budget_steps is not None and trainer.global_step >= budget_steps:
+        return {"by": "budget", **at}
+    if 0 < trainer.max_steps <= trainer.global_step:
+        return {"by": "max_steps", **at}
+    left = [c.time_remaining() for c in trainer.callbacks if isinstance(c, Timer)]
+    if any(t is not None and t <= 0 for t in left):
+        return {"by": "max_time", **at}
+    return {"by": "max_epochs", **at}  # the one way left for a fit to complete
 
 
 def _identity(job: Job) -> dict:

@@ -54,20 +54,28 @@ def pruner_spec(pruner: dict) -> dict:
 
 
 def open_storage(url: str):
-    """An Optuna storage for ``url``. SQLite waits up to a minute for a lock: parallel jobs write
-    their intermediate values to one file."""
+    """An Optuna storage for ``url``: a database URL (``sqlite:///...``, ``postgresql://...``), or
+    any other text is a journal file's path (JournalStorage, as optuna-dashboard reads it). SQLite
+    waits up to a minute for a lock: parallel jobs write their intermediate values to one file."""
     import optuna
 
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url))
     if url.startswith("sqlite:"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(url)
 
 
 class OptunaPruning(L.Callback):
-    """Report ``val/loss`` after each validation to trial ``number`` of ``study``; stop when pruned."""
+    """Report ``val/loss`` after each validation to trial ``number`` of ``study``; stop when pruned.
+    ``prune=False`` (a multi-objective trial: Optuna can neither take its reports nor prune it,
+    optuna#3450) only records the trial, on every rank alike."""
 
-    def __init__(self, study: str, storage: str, number: int, monitor: str = "val/loss") -> None:
+    def __init__(self, study: str, storage: str, number: int, monitor: str = "val/loss", prune: bool = True) -> None:
         self.study_name, self.storage_url, self.number, self.monitor = study, storage, int(number), monitor
+        self.prune = bool(prune)
         self.validations = 0
         self.pruned_at: int | None = None
         self._trial = None
@@ -85,7 +93,7 @@ class OptunaPruning(L.Callback):
         return self._trial
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not self.prune:
             return
         step, self.validations = self.validations, self.validations + 1
         prune = False
@@ -119,4 +127,5 @@ def pruning_callback(trial_cfg: Any) -> OptunaPruning | None:
     """The callback for a job the Optuna sweeper launched (``trial`` set), else None."""
     if not trial_cfg:
         return None
-    return OptunaPruning(study=trial_cfg["study"], storage=trial_cfg["storage"], number=trial_cfg["number"])
+    return OptunaPruning(study=trial_cfg["study"], storage=trial_cfg["storage"], number=trial_cfg["number"],
+                         prune=trial_cfg.get("prune", True))
