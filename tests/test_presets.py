@@ -27,6 +27,7 @@ from article_gpt.errors import ConfigError
 from article_gpt.model.gpt import GPT, GPTConfig
 from article_gpt.training.build import build_trainer
 from article_gpt.training.module import GPTModule, OptimConfig, SampleConfig, optim_config
+from article_gpt.training.optim import MuonConfig
 
 CONF = ROOT / "conf"
 MODEL_PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -75,12 +76,13 @@ def test_sample_section_is_sample_config_defaults():
     assert load(CONF / "train.yaml")["sample"] == defaults_of(SampleConfig)
 
 
-@pytest.mark.parametrize("cls", [GPTConfig, OptimConfig, SampleConfig], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [GPTConfig, OptimConfig, MuonConfig, SampleConfig], ids=lambda c: c.__name__)
 def test_every_field_has_a_docstring(cls):
     (node,) = ast.parse(inspect.getsource(cls)).body
     documented = {a.target.id for a, doc in zip(node.body, node.body[1:])
                   if isinstance(a, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)}
-    assert documented == {f.name for f in dataclasses.fields(cls)}
+    inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
+    assert documented == {f.name for f in dataclasses.fields(cls)} - inherited  # a subclass documents its own
 
 
 # ---- model presets: only what differs, only model keys, every field settable ---------------------
@@ -108,7 +110,9 @@ def test_a_model_preset_holds_only_model_keys(name):
 
 # one valid value per field, unlike its default and the presets' values
 NEW_VALUES = {"vocab_size": 50304, "block_size": 32, "embedding_dim": 64, "num_layers": 2, "heads": 2, "head_size": 16,
-              "dropout": 0.2, "bias": False, "tie_weights": False, "loss_chunk_size": 512, "gelu_approximate": "tanh"}
+              "dropout": 0.2, "bias": False, "tie_weights": False, "loss_chunk_size": 512, "gelu_approximate": "tanh",
+              "position": "rope", "qk_norm": True, "mlp_activation": "relu2", "zero_init_proj": True,
+              "logit_softcap": 30.0}
 
 
 @pytest.mark.parametrize("name", MODEL_PRESETS)

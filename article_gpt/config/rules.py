@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from article_gpt.config.keys import LOGGER_KINDS, check_added_keys
-from article_gpt.config.machine import validate_devices
+from article_gpt.config.machine import validate_devices, validate_nodes
 from article_gpt.config.paths import check_data_paths
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import ConfigError
@@ -29,6 +29,7 @@ PRECISIONS = {
 }
 
 Rule = tuple[Callable[[Any], bool], str]  # (test, what a passing value is)
+SCALING_PARAMS = ("non_embedding", "total")  # scaling.params: N is the run record's params_<choice>
 
 
 def _int(v: Any) -> bool:
@@ -86,6 +87,16 @@ TRAIN_RULES: dict[str, Rule] = {
     "model.dropout": number_in(0, 1, hi_open=True),
     "model.loss_chunk_size": int_at_least(0),
     "model.gelu_approximate": ((lambda v: v in (None, "none", "tanh")), "none (exact GELU) or tanh (GPT-2's)"),
+    "model.position": one_of("learned", "rope"),
+    "model.qk_norm": BOOL,
+    "model.mlp_activation": one_of("gelu", "relu2"),
+    "model.zero_init_proj": BOOL,
+    "model.logit_softcap": number_in(0, math.inf, lo_open=True, optional=True),
+    "data.windows": one_of("random", "documents"),
+    "optim.schedule": one_of("cosine", "wsd"),
+    "optim.decay_fraction": number_in(0, 1),
+    "optim.muon_lr": number_in(0, 10, lo_open=True, optional=True),  # optim=muon's keys
+    "optim.muon_momentum": number_in(0, 1, hi_open=True, optional=True),
     "dataloader.batch_size": int_at_least(1),
     "dataloader.num_workers": int_at_least(0),
     "data.train.path": ((lambda v: isinstance(v, str) and v.strip() != ""), "a file, directory or glob"),
@@ -138,6 +149,9 @@ TRAIN_RULES: dict[str, Rule] = {
     # compute budgets (training/budget.py): both set is allowed, the tighter one wins
     **{f"budget.{k}": ((lambda v: v is None or (_number(v) and v > 0)), "a positive number or null")
        for k in ("tokens", "flops")},
+    # the scaling fit at a sweep's end (sweeps/scaling.py)
+    "scaling.params": one_of(*SCALING_PARAMS),
+    "scaling.predict_flops": ((lambda v: v is None or (_number(v) and v > 0)), "a positive number or null"),
 }
 
 GENERATE_RULES: dict[str, Rule] = {
@@ -188,6 +202,13 @@ def validate(cfg: DictConfig, hydra: DictConfig | None = None) -> None:
     if hydra is not None:
         choices = set(OmegaConf.select(hydra, "runtime.choices") or {})
         check_added_keys(cfg, list(OmegaConf.select(hydra, "overrides.task") or []), choices)
+        validate_nodes(cfg, hydra)  # the launcher's nodes and tasks are the DDP ranks
+    if cfg.model.position == "rope" and cfg.model.head_size % 2:
+        raise ConfigError(f"model.head_size={cfg.model.head_size}: must be even with model.position=rope "
+                          "(rotary embeddings turn pairs of channels)")
+    if cfg.model.position == "rope" and cfg.model.get("pretrained"):
+        raise ConfigError(f"model.position=rope with model.pretrained={cfg.model.pretrained}: GPT-2's weights "
+                          "come with learned positions; use model.position=learned")
     validate_devices(cfg)  # what this machine has (config/machine.py)
     _validate_run_end(cfg)
     check_rules(cfg, {"optimized_metric": one_of(*OPTIMIZABLE_METRICS)})  # a typo would return NaN to sweepers

@@ -7,28 +7,30 @@ the same text re-tokenizes nothing and a changed file can never hit a stale cach
 
 Training windows start at fresh random offsets every epoch (``RandomWindowSampler``), so a
 small corpus gives many distinct contexts instead of the same few dozen fixed windows;
-``stride`` set keeps fixed windows. Validation always reads fixed windows, in order.
+``stride`` set keeps fixed windows. ``windows="documents"`` tiles each document from its own
+start instead (every ``stride`` tokens, ``block_size`` by default), so each document's first tokens
+open a window; the windows come in a shuffled order. Validation always reads fixed windows, in order.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from article_gpt.data import token_cache
-from article_gpt.data.files import resolve_files
+from article_gpt.data.ids import (  # noqa: F401  (corpus.read_documents, ...: the names callers import)
+    document_starts,
+    read_documents,
+    split_tokens,
+    tokenize_documents,
+    window_starts,
+)
 from article_gpt.data.resumable import EpochShuffle, ResumableOrder
 from article_gpt.data.tokenizer import get_encoding
 from article_gpt.errors import DataError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,68 +48,14 @@ class LoaderConfig:
     pin_memory: bool = False
 
 
-def read_documents(source: str) -> list[tuple[Path, str]]:
-    docs = []
-    for f in resolve_files(source):
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(f"{f}: not UTF-8 text (byte {err.start})") from None
-        except OSError as err:
-            raise DataError(f"{f}: cannot read ({err.strerror})") from None
-        if not text.strip():
-            raise DataError(f"{f}: file is empty")
-        docs.append((f, text))
-    return docs
-
-
-def tokenize_documents(docs: list[tuple[Path, str]], encoding: str, cache_dir: str | None) -> np.ndarray:
-    """uint16 ids of the documents joined with EOT, read from the cache when it holds them."""
-    enc = get_encoding(encoding)
-    if enc.n_vocab > 2**16:
-        raise DataError(f"tokenizer {encoding!r} has {enc.n_vocab} ids, more than the uint16 cache holds")
-    key = hashlib.sha256(encoding.encode())
-    for _, text in docs:
-        key.update(b"\0doc\0" + text.encode("utf-8"))
-    cache = Path(cache_dir) / f"{key.hexdigest()[:32]}{token_cache.SUFFIX}" if cache_dir else None
-    cached = token_cache.read(cache) if cache is not None else None  # None: missing, truncated or damaged
-    if cached is not None:
-        log.info("token cache hit: %s", cache)
-        return cached
-    log.info("token cache miss: tokenizing %d document(s)%s", len(docs), f" into {cache}" if cache else "")
-    ids: list[int] = []
-    for i, (_, text) in enumerate(docs):
-        if i:
-            ids.append(enc.eot_token)
-        ids.extend(enc.encode_ordinary(text))  # a literal "<|endoftext|>" in text stays text
-    arr = np.asarray(ids, dtype=np.uint16)
-    if cache is not None:
-        token_cache.write(cache, arr)  # atomic: concurrent jobs never read a half-written cache
-    return arr
-
-
-def split_tokens(ids: np.ndarray, val_fraction: float, eot: int, min_len: int,
-                 whole_documents: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic train/val split near ``1 - val_fraction``, at a document boundary when
-    one lies close enough (within half the val size) and leaves both sides usable; with
-    ``whole_documents``, at the nearest usable boundary however far (split by article)."""
-    n = len(ids)
-    cut = int(round(n * (1 - val_fraction)))
-    boundaries = np.flatnonzero(np.asarray(ids) == eot)
-    ok = boundaries[(boundaries >= min_len) & (n - boundaries - 1 >= min_len)]
-    if len(ok):
-        best = ok[np.argmin(np.abs(ok - cut))]
-        if whole_documents or abs(best - cut) <= (n - cut) / 2:
-            return ids[:best], ids[best + 1 :]  # drop the EOT between them
-    return ids[:cut], ids[cut:]
-
-
 class TokenWindows(Dataset):
-    """Windows of ``block_size + 1`` tokens starting every ``stride`` tokens: x = w[:-1], y = w[1:]."""
+    """Windows of ``block_size + 1`` tokens starting every ``stride`` tokens, or at ``starts``:
+    x = w[:-1], y = w[1:]."""
 
-    def __init__(self, ids: np.ndarray, block_size: int, stride: int, max_samples: int | None = None) -> None:
+    def __init__(self, ids: np.ndarray, block_size: int, stride: int, max_samples: int | None = None,
+                 starts: np.ndarray | None = None) -> None:
         self.ids, self.block_size = ids, block_size
-        self.starts = range(0, len(ids) - block_size, stride)
+        self.starts = window_starts(len(ids), block_size, stride) if starts is None else starts
         if max_samples is not None:
             self.starts = self.starts[:max_samples]
 
@@ -161,12 +109,15 @@ class TextDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         seed: int = 0,
         whole_documents: bool = False,
+        windows: str = "random",
     ) -> None:
         super().__init__()
+        self.windows = windows  # random (random offsets, or fixed with stride) or documents
         self.whole_documents = whole_documents  # data=split: cut only between documents
         self.train_cfg, self.val_cfg = SplitConfig(**train), SplitConfig(**val)
         # stride None: random training windows each epoch, validation every block_size tokens.
-        self.block_size, self.stride, self.random_windows = block_size, stride or block_size, stride is None
+        self.block_size, self.stride = block_size, stride or block_size
+        self.random_windows = stride is None and windows == "random"
         self.val_fraction = val_fraction
         self.loader = LoaderConfig(**(dataloader or {}))
         self.tokenizer, self.cache_dir, self.seed = tokenizer, cache_dir, seed
@@ -203,7 +154,12 @@ class TextDataModule(L.LightningDataModule):
             count = len(TokenWindows(self.train_ids, self.block_size, self.block_size, self.train_cfg.max_samples))
             self.train_sampler = RandomWindowSampler(len(self.train_set), count, self.seed)
         else:
-            self.train_set = TokenWindows(self.train_ids, self.block_size, self.stride, self.train_cfg.max_samples)
+            starts = None
+            if self.windows == "documents":
+                eot = get_encoding(self.tokenizer).eot_token
+                starts = document_starts(self.train_ids, eot, self.block_size, self.stride)
+            self.train_set = TokenWindows(self.train_ids, self.block_size, self.stride, self.train_cfg.max_samples,
+                                          starts)
             self.train_sampler = None
         self.val_set = TokenWindows(self.val_ids, self.block_size, self.stride, self.val_cfg.max_samples)
 

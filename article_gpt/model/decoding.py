@@ -137,10 +137,10 @@ class Decoder:
             self.caches = None  # window full or sliding: positions shift, recompute the window
             h = self.model.hidden(self.tokens[:, -self.block_size :])
         if self.head_t is None:
-            return self.model.lm_head(h[:, -1, :])
+            return self.model.cap_logits(self.model.lm_head(h[:, -1, :]))
         out = h[:, -1, :] @ self.head_t
         bias = self.model.lm_head.bias
-        return out if bias is None else out + bias
+        return self.model.cap_logits(out if bias is None else out + bias)
 
     def append(self, next_ids: torch.Tensor) -> None:
         self.tokens = torch.cat([self.tokens, next_ids[:, None]], dim=1)

@@ -16,7 +16,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from article_gpt.model.loss import linear_cross_entropy
+from article_gpt.model import accounting
+from article_gpt.model.loss import linear_cross_entropy, soft_cap
+from article_gpt.model.rotary import apply_rotary, rotary_tables
+
+Rotary = tuple[torch.Tensor, torch.Tensor] | None  # cos and sin at the positions of x, or None (learned)
 
 
 @dataclass
@@ -56,6 +60,19 @@ class GPTConfig:
     than plain logits on a 2-core CPU."""
     gelu_approximate: str = "none"
     """The GELU: none (the exact erf one) or tanh (the approximation GPT-2 was trained with, "gelu_new")."""
+    position: str = "learned"
+    """Where positions come from: learned (a table of block_size embeddings added to the tokens, GPT-2's)
+    or rope (rotary embeddings rotating each head's queries and keys, article_gpt/model/rotary.py; no
+    table, so an even head_size)."""
+    qk_norm: bool = False
+    """RMS-normalize each head's queries and keys (no parameters) before their dot product."""
+    mlp_activation: str = "gelu"
+    """The feed-forward's activation: gelu (with gelu_approximate) or relu2 (ReLU squared, the speedrun's)."""
+    zero_init_proj: bool = False
+    """Initialize the attention and feed-forward output projections to zero (each block starts as the
+    identity), instead of GPT-2's normal(0, 0.02 / sqrt(2 * num_layers))."""
+    logit_softcap: float | None = None
+    """None, or c > 0: the logits become c * tanh(logits / c), bounded in (-c, c) (Gemma 2's, the speedrun's 30)."""
 
     @property
     def attn_dim(self) -> int:
@@ -93,12 +110,17 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.attn_dim, cfg.embedding_dim, bias=cfg.bias)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.qk_norm = cfg.qk_norm
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, rotary: Rotary = None) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(self.heads * self.head_size, dim=2)
         # (B, T, heads*hs) -> (B, heads, T, hs)
         q, k, v = (t.view(B, T, self.heads, self.head_size).transpose(1, 2) for t in (q, k, v))
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (self.head_size,)), F.rms_norm(k, (self.head_size,))
+        if rotary is not None:  # before the cache: cached keys keep the rotation of their own position
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         # A cache that already holds earlier positions turns the mask into "all of the past
         # plus the causal part of the new chunk"; new chunks after a prefill are one token,
         # for which attending to every cached key is exactly causal.
@@ -122,10 +144,12 @@ class FeedForward(nn.Module):
         self.fc = nn.Linear(cfg.embedding_dim, 4 * cfg.embedding_dim, bias=cfg.bias)
         self.proj = nn.Linear(4 * cfg.embedding_dim, cfg.embedding_dim, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.gelu_approximate = cfg.gelu_approximate
+        self.gelu_approximate, self.relu2 = cfg.gelu_approximate, cfg.mlp_activation == "relu2"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x), approximate=self.gelu_approximate)))
+        h = self.fc(x)
+        h = F.relu(h).square() if self.relu2 else F.gelu(h, approximate=self.gelu_approximate)
+        return self.dropout(self.proj(h))
 
 
 class Block(nn.Module):
@@ -138,8 +162,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.embedding_dim, bias=cfg.bias)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, rotary: Rotary = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, rotary)
         return x + self.ffn(self.ln2(x))
 
 
@@ -148,7 +172,12 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.embedding_dim)
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.embedding_dim)
+        if cfg.position == "rope":  # buffers outside the state dict: a checkpoint holds no table
+            cos, sin = rotary_tables(cfg.block_size, cfg.head_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.pos_emb = nn.Embedding(cfg.block_size, cfg.embedding_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.ln_f = nn.LayerNorm(cfg.embedding_dim, bias=cfg.bias)
@@ -161,7 +190,9 @@ class GPT(nn.Module):
         # GPT-2: residual projections scaled by 1/sqrt(2 * layers) so the residual stream's
         # variance does not grow with depth.
         for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
+            if name.endswith("proj.weight") and cfg.zero_init_proj:
+                nn.init.zeros_(p)
+            elif name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.num_layers))
 
     @staticmethod
@@ -178,10 +209,19 @@ class GPT(nn.Module):
         if start + T > self.cfg.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size={self.cfg.block_size}")
         pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        rotary = None
+        if self.cfg.position == "rope":
+            x, rotary = self.tok_emb(idx), (self.rope_cos[pos], self.rope_sin[pos])
+        else:
+            x = self.tok_emb(idx) + self.pos_emb(pos)
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, caches[i] if caches else None)
+            x = block(x, caches[i] if caches else None, rotary)
         return self.ln_f(x)
+
+    def cap_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logit_softcap`` applied to the head's output (unchanged without one)."""
+        return soft_cap(logits, self.cfg.logit_softcap)
 
     def forward(
         self,
@@ -198,12 +238,13 @@ class GPT(nn.Module):
         """
         x = self.hidden(idx, caches)
         if targets is None:
-            return self.lm_head(x[:, -1:, :]), None
+            return self.cap_logits(self.lm_head(x[:, -1:, :])), None
         flat_x, flat_t = x.reshape(-1, x.size(-1)), targets.reshape(-1)
         if self.cfg.loss_chunk_size > 0:
             w, b = self.lm_head.weight, self.lm_head.bias
-            return None, linear_cross_entropy(flat_x, w, b, flat_t, self.cfg.loss_chunk_size)
-        logits = self.lm_head(x)
+            return None, linear_cross_entropy(flat_x, w, b, flat_t, self.cfg.loss_chunk_size,
+                                              softcap=self.cfg.logit_softcap)
+        logits = self.cap_logits(self.lm_head(x))
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), flat_t)
         return logits, loss
 
@@ -213,24 +254,14 @@ class GPT(nn.Module):
 
     # ---- accounting -------------------------------------------------------------------
     def num_params(self) -> dict[str, int]:
-        """Total parameters, and those outside the token/position embeddings (Kaplan et al.)."""
-        total = sum(p.numel() for p in self.parameters())  # a tied weight is counted once
-        embeddings = self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
-        head_weight = 0 if self.cfg.tie_weights else self.lm_head.weight.numel()
-        return {
-            "params_total": total,
-            "params_non_embedding": total - embeddings,
-            # Parameters that take part in a matmul per token: every weight but the position
-            # table, the token table counted once as the (tied) head, or the head if untied.
-            "params_matmul": total - self.pos_emb.weight.numel() - (self.tok_emb.weight.numel() if head_weight else 0),
-        }
+        """Total parameters, those outside the token/position embeddings (Kaplan et al.) and those
+        in a matmul per token: the arithmetic of model/accounting.py, which the sweep plan shares."""
+        return accounting.param_counts(**self.cfg.to_dict())
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token: 6N for the matmul weights (forward + backward) plus
-        12 * layers * attn_dim * T for attention scores and their weighted sum (PaLM, App. B)."""
-        T = seq_len or self.cfg.block_size
-        n = self.num_params()["params_matmul"]
-        return 6 * n + 12 * self.cfg.num_layers * self.cfg.attn_dim * T
+        """Training FLOPs per token (model/accounting.py): 6N plus attention, at ``seq_len`` (block_size)."""
+        return accounting.flops_per_token(self.num_params()["params_matmul"], self.cfg.num_layers,
+                                          self.cfg.attn_dim, seq_len or self.cfg.block_size)
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """AdamW groups: decay matrices and embeddings (>= 2-D), never biases or LayerNorm gains."""

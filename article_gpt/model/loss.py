@@ -18,6 +18,9 @@ write and one read of the workspace. The workspace is bounded (``WORKSPACE_BYTES
 batches run in blocks of tokens, and it is reused from step to step, since a fresh buffer
 that size costs a page fault per 4 KiB on every step.
 The target logits are dot products of each hidden state with its target's row of W.
+A soft-cap c (logits z -> c * tanh(z / c), ``softcap``) is applied to each chunk's logits in
+place; its derivative 1 - tanh^2 multiplies e once the denominator has it, and the target's
+one-hot part, so the gradients stay those of the capped loss.
 
 The result equals ``F.cross_entropy(x @ W.T + b, t, ignore_index=...)``: the mean over the
 targets that are not ``ignore_index`` (NaN when every target is ignored, as there), with the
@@ -73,11 +76,17 @@ def _target_logits(x, weight, bias, safe_targets, amp_dtype):
     return logit if amp_dtype is None else logit.to(amp_dtype).to(acc)
 
 
-def _log_sum_exp(x, weight, bias, chunk: int) -> torch.Tensor:
+def soft_cap(logits: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """``softcap * tanh(logits / softcap)``; the logits unchanged where ``softcap`` is None."""
+    return logits if softcap is None else softcap * torch.tanh(logits / softcap)
+
+
+def _log_sum_exp(x, weight, bias, chunk: int, softcap: float | None = None) -> torch.Tensor:
     """Per-row log-sum-exp of ``x @ W.T + b`` (fp32), one vocabulary chunk at a time."""
     lse = torch.full((x.size(0),), float("-inf"), device=x.device, dtype=_acc(x))
     for lo in range(0, weight.size(0), chunk):
         logits = F.linear(x, weight[lo : lo + chunk], None if bias is None else bias[lo : lo + chunk]).to(lse.dtype)
+        logits = soft_cap(logits, softcap)
         lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
     return lse
 
@@ -96,7 +105,7 @@ def _loss(lse, target_logit, valid, count):
     return torch.where(valid, lse - target_logit, 0.0).sum() / count  # 0 / 0 = NaN, as in F.cross_entropy
 
 
-def _exp_pass(xb, weight, bias, chunks, ws, amp_dtype, acc):
+def _exp_pass(xb, weight, bias, chunks, ws, amp_dtype, acc, softcap=None):
     """Pass 1 over one block of tokens: per vocabulary chunk, the logits become
     e = exp(logits - running row max), kept in ``ws``; they feed the softmax denominator and
     the unnormalized d hidden = sum e @ W_c, both rescaled whenever the row max grows.
@@ -113,10 +122,15 @@ def _exp_pass(xb, weight, bias, chunks, ws, amp_dtype, acc):
             torch.mm(xb, w_c.t(), out=e)
         else:  # a bias, or autocast: the matmul in its dtype, as the plain path's F.linear
             e.copy_(F.linear(mm(xb), mm(w_c), None if bias is None else bias[lo:hi]))
+        if softcap is not None:  # e = c * tanh(z / c); d = its derivative, for the gradients
+            d = e.div_(softcap).tanh_().square().neg_().add_(1)
+            e.mul_(softcap)
         new_max = torch.maximum(run_max, e.amax(1), out=maxes[i])
         rescale = (run_max - new_max).exp_()  # 0 on the first chunk (-inf)
         e.sub_(new_max[:, None]).exp_()
         denom.mul_(rescale).add_(e.sum(1))
+        if softcap is not None:
+            e.mul_(d)  # from here on e is d loss / d z up to the row's scale: softmax * cap derivative
         if amp_dtype is None:
             gx.mul_(rescale[:, None]).addmm_(e, w_c.to(acc))
         else:
@@ -149,7 +163,7 @@ def _head_grad_pass(xb, scale_rows, lse, maxes, chunks, ws, grad_w, grad_b, firs
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, targets, chunk: int, ignore_index: int):
+    def forward(ctx, x, weight, bias, targets, chunk: int, ignore_index: int, softcap: float | None):
         amp_dtype, valid, safe, count = _prepare(x, weight, bias, targets, ignore_index)
         acc, n_tok, vocab = _acc(x), x.size(0), weight.size(0)
         # d loss / d logits = (softmax - onehot) * row_scale, with row_scale 0 on ignored rows
@@ -163,18 +177,20 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         ws = _workspace(rows * vocab, acc, x.device)
         for r0 in range(0, n_tok, rows):  # blocks of tokens whose exp(logits) fit the workspace
             block = slice(r0, r0 + rows)
-            lse[block], maxes, gx = _exp_pass(x[block], weight, bias, chunks, ws, amp_dtype, acc)
+            lse[block], maxes, gx = _exp_pass(x[block], weight, bias, chunks, ws, amp_dtype, acc, softcap)
             grad_x[block] = gx * row_scale[block, None]  # softmax @ W: e / denominator, rescaled
             if grad_w is not None or grad_b is not None:
                 _head_grad_pass(x[block], row_scale[block], lse[block], maxes, chunks, ws, grad_w, grad_b,
                                 r0 == 0, amp_dtype, acc)
-        loss = _loss(lse, _target_logits(x, weight, bias, safe, amp_dtype), valid, count)
-        # the one-hot part, once for all chunks
-        grad_x.sub_(weight[safe].to(acc) * row_scale[:, None])
+        target = soft_cap(_target_logits(x, weight, bias, safe, amp_dtype), softcap)
+        loss = _loss(lse, target, valid, count)
+        # the one-hot part, once for all chunks (times the cap's derivative at the target)
+        onehot = row_scale if softcap is None else row_scale * (1 - (target / softcap).square())
+        grad_x.sub_(weight[safe].to(acc) * onehot[:, None])
         if grad_w is not None:
-            grad_w.index_add_(0, safe, x.to(acc) * row_scale[:, None], alpha=-1.0)
+            grad_w.index_add_(0, safe, x.to(acc) * onehot[:, None], alpha=-1.0)
         if grad_b is not None:
-            grad_b.index_add_(0, safe, row_scale, alpha=-1.0)
+            grad_b.index_add_(0, safe, onehot, alpha=-1.0)
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         return loss
@@ -190,7 +206,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             if g is not None and scale is not None:
                 g = g * scale
             out.append(None if g is None else g.to(dtype))
-        return out[0], out[1], out[2], None, None, None
+        return out[0], out[1], out[2], None, None, None, None
 
 
 # Never traced by torch.compile (``compile=true`` compiles the model around it): unrolling two
@@ -204,18 +220,21 @@ def linear_cross_entropy(
     targets: torch.Tensor,
     chunk: int = 0,
     ignore_index: int = IGNORE_INDEX,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``x @ weight.T + bias`` (x: (N, d), weight: (V, d)) against targets (N,),
-    over the targets that are not ``ignore_index``.
+    over the targets that are not ``ignore_index``; with ``softcap`` c, of the logits c * tanh(z / c).
 
     ``chunk > 0`` walks the vocabulary ``chunk`` rows at a time (fused, low memory);
     ``chunk = 0`` materializes the logits and calls ``F.cross_entropy``.
     """
     if chunk <= 0 or chunk >= weight.size(0):
-        return F.cross_entropy(F.linear(x, weight, bias).to(_acc(x)), targets, ignore_index=ignore_index)
+        logits = soft_cap(F.linear(x, weight, bias).to(_acc(x)), softcap)
+        return F.cross_entropy(logits, targets, ignore_index=ignore_index)
     wants_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     if wants_grad:
-        return _FusedLinearCrossEntropy.apply(x, weight, bias, targets, chunk, ignore_index)
+        return _FusedLinearCrossEntropy.apply(x, weight, bias, targets, chunk, ignore_index, softcap)
     # no gradient wanted (validation): the log-sum-exp pass alone
     amp_dtype, valid, safe, count = _prepare(x, weight, bias, targets, ignore_index)
-    return _loss(_log_sum_exp(x, weight, bias, chunk), _target_logits(x, weight, bias, safe, amp_dtype), valid, count)
+    target = soft_cap(_target_logits(x, weight, bias, safe, amp_dtype), softcap)
+    return _loss(_log_sum_exp(x, weight, bias, chunk, softcap), target, valid, count)

@@ -89,6 +89,6 @@ def logits_loss(model: GPT, ids: torch.Tensor, block_size: int | None = None) ->
         raise ValueError(f"{ids.numel()} tokens: fewer than one window of {T + 1}")
     total = 0.0
     for w in windows:
-        logits = model.lm_head(model.hidden(w[None, :-1]))
+        logits = model.cap_logits(model.lm_head(model.hidden(w[None, :-1])))
         total += F.cross_entropy(logits[0].float(), w[1:], reduction="sum").item()
     return total / (windows.size(0) * T)

@@ -27,7 +27,8 @@ from article_gpt.model.gpt import GPT, GPTConfig
 @dataclass
 class OptimConfig:
     """``optim=adamw`` (conf/optim/adamw.yaml, the default): AdamW, and the LR schedule of every
-    optimizer (linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step).
+    optimizer (linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step,
+    or with ``schedule=wsd`` a constant ``lr`` and a linear decay over the last ``decay_fraction``).
 
     Another optimizer (``optim=muon``) is one subclass, with its fields and its own ``build``, and
     one conf/optim/<name>.yaml whose ``_target_`` names that subclass and lists its fields."""
@@ -41,7 +42,12 @@ class OptimConfig:
     warmup_steps: int = 20
     """Optimizer steps of linear warmup from lr / warmup_steps to lr (at most the run's steps)."""
     min_lr_ratio: float = 0.1
-    """The cosine decay ends at lr * min_lr_ratio on the run's last step."""
+    """The decay ends at lr * min_lr_ratio on the run's last step."""
+    schedule: str = "cosine"
+    """After the warmup: cosine (decay over the rest of the run) or wsd (warmup-stable-decay: lr held,
+    then a linear decay over the last decay_fraction of the run's steps)."""
+    decay_fraction: float = 0.2
+    """schedule=wsd: the share of the run's steps, at its end, over which lr decays; in [0, 1]."""
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # a list in the config files and in checkpoints
@@ -85,11 +91,16 @@ class SampleConfig:
     """Seed of the draw: the same model gives the same sample."""
 
 
-def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total`` steps."""
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float, schedule: str = "cosine",
+              decay_fraction: float = 0.0) -> float:
+    """Linear warmup to 1, then a decay to ``min_ratio`` at ``total`` steps: cosine over the rest,
+    or (wsd) 1 until the last ``decay_fraction`` of the steps, then linear."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    start = warmup if schedule == "cosine" else max(warmup, total - round(decay_fraction * total))
+    progress = min(1.0, max(0, step - start) / max(1, total - start))
+    if schedule == "wsd":
+        return 1 - (1 - min_ratio) * progress
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -185,5 +196,6 @@ class GPTModule(L.LightningModule):
         opt = o.build(self.model, self.device)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(o.warmup_steps, total)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warmup, total, o.min_lr_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_lambda(s, warmup, total, o.min_lr_ratio, o.schedule, o.decay_fraction))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

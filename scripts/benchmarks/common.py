@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from article_gpt.model.gpt import GPT, GPTConfig
 from article_gpt.model.loss import linear_cross_entropy
-from article_gpt.tracking import mfu
+from article_gpt.tracking import mfu, peaks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def environment(device: torch.device) -> dict[str, Any]:
     env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-           "cpu": mfu.cpu_model() or platform.processor() or platform.machine()}
+           "cpu": peaks.cpu_model() or platform.processor() or platform.machine()}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
