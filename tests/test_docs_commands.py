@@ -39,6 +39,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, isolated_env
 
+from article_gpt.sweeps import plan
+
 ENTRY = ("python train.py", "python generate.py", "python scripts/")
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.S | re.M)
 PLACEHOLDER = re.compile(r"<[a-z][a-z0-9 _]*>")
@@ -234,7 +236,8 @@ def test_every_command_has_a_test(tmp_path):
         words = bash_words(PLACEHOLDER.sub("x", command), env, tmp_path)
         script = words[1]
         assert script in ("train.py", "generate.py", "scripts/import_medium.py", "scripts/compare_runs.py",
-                          "scripts/benchmark.py"), f"{where}: no test runs {script}: add one to {__file__}"
+                          "scripts/wandb_workspace.py", "scripts/benchmark.py"), \
+            f"{where}: no test runs {script}: add one to {__file__}"
 
 
 def test_summary_tables_have_the_columns_a_sweep_writes():
@@ -380,6 +383,7 @@ def test_train_command_composes_and_passes_the_rules(command, pretend_machine, c
     expand_home = getattr(entry, "expand_home", None) or importlib.import_module(
         "article_gpt.recovery.argv").expand_home
     words = ["python", *expand_home(words[1:])]
+    words = ["python", *plan.split_flag(words[1:])[0]]  # plan=: read before Hydra, as train.py does
     assert not any(o.partition("=")[2].startswith("~/") for o in overrides_of(words)), words  # expanded
     try:
         configs = compose_jobs(words)
@@ -393,6 +397,15 @@ def test_train_command_composes_and_passes_the_rules(command, pretend_machine, c
             job = " ".join(cfg.hydra.overrides.task)
             raise AssertionError(f"{' '.join(COMMANDS[command])}: {command}\njob {job}: {err!r}\n"
                                  f"{capsys.readouterr().err[-2000:]}") from None
+
+
+@pytest.mark.parametrize("command", [c for c in TRAIN if "plan=true" in c], ids=command_id)
+def test_plan_commands_run_as_typed(command, tmp_path):
+    """A plan prints its jobs and their cost, trains nothing and writes no outputs folder."""
+    root, env = scratch_project(tmp_path)
+    proc = run_in_bash(command, root, env)
+    assert proc.returncode == 0, failure(command, proc, COMMANDS[command])
+    assert "nothing was trained" in proc.stdout and not (root / "outputs").exists(), proc.stdout[-2000:]
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith("python generate.py")], ids=command_id)
@@ -457,7 +470,8 @@ class Workspace:
         self.outputs = self.root / "outputs"
         (self.root / "prompts.txt").write_text("Backpropagation is\nThe perceptron\n", encoding="utf-8")
         self.runs = [self.train(), self.train("seed=1")]
-        self.sweeps = [self.sweep("model.heads=2,4"), self.sweep("model.heads=1,2")]
+        # the first logs to (offline) W&B: scripts/wandb_workspace.py builds its view
+        self.sweeps = [self.sweep("model.heads=2,4", "logger=wandb"), self.sweep("model.heads=1,2")]
 
     def python(self, *args: str) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, *args], cwd=self.root, env=self.env, capture_output=True, text=True,
@@ -481,7 +495,7 @@ class Workspace:
 
     def sweep(self, *overrides: str) -> Path:
         before = set(self.outputs.glob("sweeps/*"))
-        proc = self.python("train.py", "-m", *overrides, *FAST)
+        proc = self.python("train.py", "-m", *fast_settings(list(overrides)), *overrides)
         assert proc.returncode == 0, proc.stderr[-2000:]
         (sweep,) = set(self.outputs.glob("sweeps/*")) - before
         return sweep
@@ -500,7 +514,7 @@ def workspace_commands() -> list[str]:
     out = []
     for command in COMMANDS:
         words = PLACEHOLDER.sub("x", command).split()
-        if words[1] in ("generate.py", "scripts/compare_runs.py") or (
+        if words[1] in ("generate.py", "scripts/compare_runs.py", "scripts/wandb_workspace.py") or (
                 words[1] == "train.py" and any(w.startswith(("resume=", "resume_sweep=")) for w in words)):
             out.append(command)
     return out
@@ -514,6 +528,7 @@ def test_resume_generate_and_compare_commands_run_as_typed(tmp_path):
     assert any("resume=latest" in c for c in commands) and any("resume_sweep=" in c for c in commands)
     assert any(c.startswith("python generate.py") for c in commands)
     assert any(c.startswith("python scripts/compare_runs.py") for c in commands)
+    assert any(c.startswith("python scripts/wandb_workspace.py") for c in commands)
     ws = Workspace(tmp_path)
     errors = []
     for command in commands:

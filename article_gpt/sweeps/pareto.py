@@ -79,9 +79,11 @@ def _swept(run: Run) -> list[str]:
     return [display_value(str(v)) for v in run.swept.values()]
 
 
-def _label(run: Run) -> str:
-    return f"{run.metrics.get('trial_number', run.label)}: " + ", ".join(
-        f"{k}={v}" for k, v in zip(run.swept, _swept(run)))
+def _label(run: Run, keys: set[str]) -> str:
+    """The run's values of ``keys`` (those that differ along the front), one per line; its trial
+    number where none differ."""
+    lines = [f"{k}={v}" for k, v in zip(run.swept, _swept(run)) if k in keys]
+    return "\n".join(lines) or f"trial {run.metrics.get('trial_number', run.label)}"
 
 
 def plot(path: Path, runs: list[Run], goals: dict[str, str], best: list[Run], title: str) -> None:
@@ -92,9 +94,11 @@ def plot(path: Path, runs: list[Run], goals: dict[str, str], best: list[Run], ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from article_gpt.tracking.report import plain_ticks
+
     (kx, dx), (ky, dy) = list(goals.items())[:2]
     points = [(v, r) for r in runs if r.status == Status.COMPLETED and (v := _values(r, [kx, ky]))]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     on_front = {id(r) for r in best}
     others = [v for v, r in points if id(r) not in on_front]
     if others:
@@ -102,11 +106,15 @@ def plot(path: Path, runs: list[Run], goals: dict[str, str], best: list[Run], ti
     xy = sorted(_values(r, [kx, ky]) for r in best)
     if xy:
         ax.plot(*zip(*xy), "-o", color="tab:red", ms=6, lw=1.2, label=f"Pareto-optimal ({len(xy)})")
+    differ = {k for k in (best[0].swept if best else {}) if len({r.swept.get(k) for r in best}) > 1}
+    middle = (min(x for x, _ in xy) + max(x for x, _ in xy)) / 2 if xy else 0.0
     for r in best:
-        ax.annotate(_label(r), _values(r, [kx, ky]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.margins(x=0.15, y=0.1)  # room for the labels at the edges
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.get_major_formatter().set_useOffset(False)  # plain tick values, no +1e1 above the axis
+        x, y = _values(r, [kx, ky])
+        right = x > middle  # labels point inwards, so none runs off the panel
+        ax.annotate(_label(r, differ), (x, y), fontsize=6.5, xytext=(-6 if right else 6, 0),
+                    textcoords="offset points", ha="right" if right else "left", va="center", linespacing=1.1)
+    ax.margins(x=0.15, y=0.12)
+    plain_ticks(fig)
     ax.set_xlabel(f"{kx} ({'lower' if dx == 'minimize' else 'higher'} is better)")
     ax.set_ylabel(f"{ky} ({'lower' if dy == 'minimize' else 'higher'} is better)")
     ax.set_title(title, fontsize=9)
