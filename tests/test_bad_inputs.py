@@ -82,7 +82,7 @@ TRAIN = {  # override(s) -> the start of the one line (a regex)
     f"trainer=ddp trainer.devices={CORES + 2}": rf"trainer\.devices={CORES + 2}: this machine gives this job {CORES}",
     # + keys: something must read them (before, +resume=... trained from scratch in silence and
     # +model.<typo> crashed with a raw TypeError)
-    "+model.foo=1": r"\+model\.foo=1: not read by anything; model \(GPTConfig\) takes .*vocab_size",
+    "+model.foo=1": r"\+model\.foo=1: not read by anything; model \(GPTConfig\) takes bias, .* and \d+ more",
     "+trainer.max_step=5": r"\+trainer\.max_step=5: not read by anything; trainer \(Trainer\) takes max_steps.*"
                            r"\(did you mean max_steps\?\)",
     "+callbacks.model_checkpoint.every_n_epoch=2": r"\+callbacks\.model_checkpoint\.every_n_epoch=2: .*ModelCheckpoint"

@@ -18,7 +18,7 @@ from conftest import ROOT, TINY, wandb_inspect
 
 from article_gpt.sweeps import workspace
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_dashboards")]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import torch
 from conftest import read_metrics, run_dirs
 from test_resume import wandb_history, wandb_ids
 
-pytestmark = [pytest.mark.all_cores, pytest.mark.slow]  # 2 DDP ranks, one core each
+# 2 DDP ranks, one core each; one worker runs the module fixture's runs for every test
+pytestmark = [pytest.mark.all_cores, pytest.mark.slow, pytest.mark.xdist_group("test_ddp_resume")]
 
 # 3 batches an epoch on each rank (validation after each), 8 steps: the run ends mid-epoch 2
 DDP_SHAPE = ["trainer=ddp", "trainer.devices=2", "trainer.max_steps=8", "trainer.max_epochs=10",

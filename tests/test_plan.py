@@ -101,8 +101,10 @@ def test_a_bad_sweep_is_refused_in_one_line(run_cli, outputs):
     assert not outputs.exists()
 
 
-def test_the_plan_loads_no_torch(run_cli):
-    proc = run_cli("train.py", "-m", *TINY, "model.heads=2,4", "plan=true", extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
+@pytest.mark.parametrize("windows", ["random", "documents"])  # documents: the windows tiled as data/ids.py does
+def test_the_plan_loads_no_torch(run_cli, windows):
+    proc = run_cli("train.py", "-m", *TINY, "model.heads=2,4", f"data.windows={windows}", "plan=true",
+                   extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
     modules = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "article_gpt.sweeps.plan" in modules
     assert not {m for m in modules if m.split(".")[0] in ("torch", "lightning")}

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY, read_metrics, run_dirs
+from conftest import TINY, read_metrics, run_dirs, wandb_offline_ids
 
 # 3 batches an epoch (validation after each), 8 steps: the run ends mid-epoch 2
 SHAPE = [*TINY, "model.num_layers=1", "trainer.max_steps=8", "trainer.limit_train_batches=3",
@@ -37,7 +37,7 @@ def wandb_history(run_dir: Path, env: dict) -> list[tuple[int, float]]:
 
 
 def wandb_ids(run_dir: Path) -> set[str]:
-    return {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
+    return set(wandb_offline_ids(run_dir))
 
 
 @pytest.fixture(scope="module")

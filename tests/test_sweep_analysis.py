@@ -23,7 +23,8 @@ from article_gpt.tracking.report import loss_figure
 
 SWEEP = [*(o for o in TINY if not o.startswith("model.block_size=")), "logger=none", "callbacks=none",
          "trainer.max_epochs=1", "seed=1,2", "model.block_size=8,16"]
-pytestmark = pytest.mark.slow  # every test reads the module's real sweep (about a minute on an idle core)
+# every test reads the module's real sweep (about a minute on an idle core), run once on one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_sweep_analysis")]
 LONG_LR = "0.0015151446654565377"  # an Optuna-sampled learning rate, as a trial's override has it
 
 

@@ -32,6 +32,8 @@ RESUMES = [  # (the limits raised, the step it ends at, what ended it)
     (["callbacks.early_stopping.patience=3", "trainer.max_steps=20"], 12, "early_stopping"),
 ]
 
+pytestmark = pytest.mark.xdist_group("test_train_further")  # one worker runs the module fixture's runs
+
 
 def last_step(run_dir, name: str = "last") -> int:
     return torch.load(run_dir / "checkpoints" / f"{name}.ckpt", weights_only=True)["global_step"]
@@ -124,6 +126,27 @@ def test_a_finished_run_must_raise_the_limit_that_ended_it(tmp_path, by, raised,
     assert str(err.value) == said
     key = "trainer.max_steps=9" if by == "max_steps" else "budget.tokens=9"
     assert key in rewrite_argv(["train.py", f"resume={run_dir}", key])
+
+
+@pytest.mark.parametrize("given", ["trainer.max_steps=8", "budget.tokens=512"])
+def test_a_limit_the_finished_run_already_reached_is_refused(tmp_path, given):
+    """An early-stopped run resumed with a limit it has already reached would train nothing and
+    only rewrite its record (its ``end`` among it): refused, the record left as it was."""
+    import json
+
+    from article_gpt.errors import ConfigError
+    from article_gpt.recovery.argv import rewrite_argv
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("[]\n")
+    record = {"status": "completed", "steps": 8, "tokens_seen": 1024, "end": {"by": "early_stopping", "step": 8}}
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError) as err:
+        rewrite_argv(["train.py", f"resume={run_dir}", given])
+    reached = 8 if given.startswith("trainer") else 1024
+    assert str(err.value) == f"{given}: the run already reached {reached}; give more to train {run_dir} further"
+    assert rewrite_argv(["train.py", f"resume={run_dir}", "trainer.max_steps=9"])  # one step more is room
 
 
 @pytest.mark.slow

@@ -132,6 +132,21 @@ def _claim_slot(sweep_dir: str, n_jobs: int) -> tuple[int, int]:
         time.sleep(0.2)  # a job of the previous batch is still closing
 
 
+def launcher_share(launcher: DictConfig | None, n_cores: int) -> tuple[int, str]:
+    """The cores one job of ``launcher`` gets on a machine of ``n_cores`` (the module docstring's
+    rule, before SLURM's own environment), and why: what a job claims and what a plan assumes."""
+    kind = launcher_kind(launcher)
+    if kind == "joblib":
+        n_jobs = joblib_jobs(OmegaConf.select(launcher, "n_jobs"), n_cores)
+        return max(1, n_cores // min(n_jobs, n_cores)), f"{n_cores} cores / hydra.launcher.n_jobs={n_jobs}"
+    if kind == "ray":  # a Ray task holds remote.num_cpus cores (Ray's default: 1)
+        return max(1, int(float(OmegaConf.select(launcher, "ray.remote.num_cpus") or 1))), \
+            "hydra.launcher.ray.remote.num_cpus"
+    if kind in ("local", "slurm") and OmegaConf.select(launcher, "cpus_per_task"):
+        return int(OmegaConf.select(launcher, "cpus_per_task")), "hydra.launcher.cpus_per_task"
+    return n_cores, "all cores"
+
+
 def claim(cfg: DictConfig) -> CoreShare:
     """Work out this job's cores (module docstring), pin it under joblib and set torch's threads."""
     import torch
@@ -139,7 +154,7 @@ def claim(cfg: DictConfig) -> CoreShare:
     cores = available_cores()
     launcher = _launcher()
     kind = launcher_kind(launcher)
-    share, reason, pinned, restore = len(cores), "all cores", None, {}
+    (share, reason), pinned, restore = launcher_share(launcher, len(cores)), None, {}
     if os.environ.get("SLURM_JOB_ID"):
         per_task = os.environ.get("SLURM_CPUS_PER_TASK")
         per_node = int(os.environ.get("SLURM_CPUS_ON_NODE", len(cores)))
@@ -151,20 +166,12 @@ def claim(cfg: DictConfig) -> CoreShare:
         if n_jobs > len(cores):
             raise ConfigError(f"hydra.launcher.n_jobs={n_jobs}: more parallel jobs than the {len(cores)} CPU cores "
                               f"this sweep has; use hydra.launcher.n_jobs={len(cores)} or fewer")
-        share = len(cores) // n_jobs
         from hydra.core.hydra_config import HydraConfig
 
         slot, restore["lock"] = _claim_slot(str(HydraConfig.get().sweep.dir), n_jobs)
         pinned = cores[slot * share:(slot + 1) * share]
         restore["affinity"] = cores
         _pin(pinned)
-        reason = f"{len(cores)} cores / hydra.launcher.n_jobs={n_jobs}"
-    elif kind == "ray":  # a Ray task holds remote.num_cpus cores (Ray's default: 1)
-        share = max(1, int(float(OmegaConf.select(launcher, "ray.remote.num_cpus") or 1)))
-        reason = "hydra.launcher.ray.remote.num_cpus"
-    elif kind == "local" and OmegaConf.select(launcher, "cpus_per_task"):
-        share = int(OmegaConf.select(launcher, "cpus_per_task"))
-        reason = "hydra.launcher.cpus_per_task"
     procs = local_processes(cfg)
     if procs > share and str(OmegaConf.select(cfg, "trainer.accelerator")) == "cpu":
         CoreShare(1, share, reason, pinned, restore).release()

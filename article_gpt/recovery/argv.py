@@ -69,6 +69,21 @@ def _limit_reached(done) -> str | None:
     return BUDGET_PREFIX if by == "budget" else f"trainer.{by}" if f"trainer.{by}" in LIMIT_KEYS else None
 
 
+def _already_reached(limits: list[str], done) -> str | None:
+    """The first given limit that a finished run has already reached (a resume would train
+    nothing and only rewrite its record), as ``key=value``; None where each leaves room."""
+    reached = {"trainer.max_steps": done.steps, "budget.tokens": done.tokens_seen, "budget.flops": done.train_flops}
+    for a in limits:
+        key, _, value = a.partition("=")
+        try:
+            limit = float(value)
+        except ValueError:
+            continue
+        if reached.get(key) is not None and 0 < limit <= reached[key]:
+            return f"{a}: the run already reached {reached[key]:g}"
+    return None
+
+
 def _resume_run_args(args: list[str]) -> list[str]:
     spec = next(a for a in args if override_key(a) == "resume").split("=", 1)[1]
     flags = [a for a in args if a.startswith("-")]
@@ -95,6 +110,8 @@ def _resume_run_args(args: list[str]) -> list[str]:
         raise ConfigError(f"resume={spec}: {run_dir} already {done.status} at step {done.steps}; raise "
                           + (f"{ended}{'*' if ended == BUDGET_PREFIX else ''}, which ended it," if ended
                              else LIMITS.replace(" and ", " or ")) + " to train it further")
+    if done is not None and (short := _already_reached(limits, done)):
+        raise ConfigError(f"{short}; give more to train {run_dir} further")
     replaced = {override_key(a) for a in limits}
     kept = [o for o in stored if override_key(o) not in replaced | {"resume", "resume_sweep"}]
     where = _hydra_value(str(run_dir))

@@ -60,15 +60,7 @@ def threads_per_process(cfg: DictConfig, job: dict, world: int) -> int:
     """torch threads of each training process, as parallel/cores.py gives them (``threads: auto``)."""
     if isinstance(job.get("threads"), int):
         return job["threads"]
-    launcher, n = cfg.hydra.launcher, len(cores.available_cores())
-    kind = cores.launcher_kind(launcher)
-    share = n
-    if kind == "joblib":
-        share = max(1, n // min(cores.joblib_jobs(launcher.get("n_jobs"), n), n))
-    elif kind == "ray":
-        share = max(1, int(float(OmegaConf.select(launcher, "ray.remote.num_cpus") or 1)))
-    elif kind in ("local", "slurm") and launcher.get("cpus_per_task"):
-        share = int(launcher.cpus_per_task)
+    share, _ = cores.launcher_share(cfg.hydra.launcher, len(cores.available_cores()))
     return max(1, share // world)
 
 
