@@ -85,19 +85,38 @@ def test_bad_objectives_are_one_line(run_cli, outputs, arg, line):
     assert not list(outputs.glob("sweeps/*"))  # refused before the sweep dir exists
 
 
-def test_front_is_the_trials_no_other_beats(tmp_path):
-    from article_gpt.sweeps.pareto import front
+def _run(tmp_path, n, loss, speed, status="completed", seed=None):
     from article_gpt.sweeps.records import Run
 
+    swept = {"heads": str(n), **({"seed": str(seed)} if seed is not None else {})}
+    return Run(tmp_path / f"{n}-{seed}", {"status": status, "trial_number": n, "val_loss": loss,
+                                          "tokens_per_sec": speed}, {}, label=str(n), swept=swept)
+
+
+def test_front_is_the_trials_no_other_beats(tmp_path):
+    from article_gpt.sweeps.pareto import front
+    from article_gpt.sweeps.seeds import configurations
+
     def run(n, loss, speed, status="completed"):
-        return Run(tmp_path / str(n), {"status": status, "trial_number": n, "val_loss": loss,
-                                       "tokens_per_sec": speed}, {}, label=str(n))
+        return _run(tmp_path, n, loss, speed, status)
 
     runs = [run(0, 3.0, 100.0), run(1, 2.0, 50.0), run(2, 3.0, 90.0), run(3, 2.0, 50.0), run(4, 1.0, 10.0),
             run(5, 0.5, 500.0, "pruned"), run(6, 4.0, 100.0), run(7, None, 900.0)]
     goals = {"val_loss": "minimize", "tokens_per_sec": "maximize"}
     # 2 loses to 0 (same loss, slower), 6 to 0 (worse loss, same speed); 1 and 3 tie, neither beats the other;
     # a pruned trial and one without a loss are no results
-    assert [r.metrics["trial_number"] for r in front(runs, goals)] == [4, 1, 3, 0]
-    assert [r.metrics["trial_number"] for r in front(runs, {"val_loss": "minimize", "tokens_per_sec": "minimize"})] \
-        == [4]
+    numbers = lambda configs: [c.runs[0].metrics["trial_number"] for c in configs]  # noqa: E731
+    assert numbers(front(configurations(runs), goals)) == [4, 1, 3, 0]
+    assert numbers(front(configurations(runs), {"val_loss": "minimize", "tokens_per_sec": "minimize"})) == [4]
+
+
+def test_the_front_is_drawn_through_the_means_of_a_configurations_seeds(tmp_path):
+    """Seeds of one configuration are one point, at their means (issue 16: the Pareto front uses
+    the means): one lucky seed must not put a configuration on the front."""
+    from article_gpt.sweeps.pareto import front
+    from article_gpt.sweeps.seeds import configurations
+
+    runs = [_run(tmp_path, 0, 2.0, 100.0, seed=1), _run(tmp_path, 0, 4.0, 100.0, seed=2),  # mean 3.0
+            _run(tmp_path, 1, 2.5, 100.0, seed=1), _run(tmp_path, 1, 2.5, 100.0, seed=2)]  # mean 2.5
+    (best,) = front(configurations(runs), {"val_loss": "minimize", "tokens_per_sec": "maximize"})
+    assert best.swept == {"heads": "1"} and best.mean("val_loss") == 2.5 and len(best.runs) == 2

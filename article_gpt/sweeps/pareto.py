@@ -10,14 +10,14 @@ Pareto-optimal trials to ``summary.md`` and draws ``pareto.png``, from the trial
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from article_gpt.errors import ConfigError
-from article_gpt.runs.record import MAXIMIZED, OPTIMIZABLE_METRICS, Status
+from article_gpt.runs.record import MAXIMIZED, OPTIMIZABLE_METRICS
+from article_gpt.sweeps.seeds import Configuration, configurations, seeded
 
 if TYPE_CHECKING:
     from article_gpt.sweeps.records import Run
@@ -52,43 +52,47 @@ def objectives(spec: Any) -> dict[str, str]:
     return out
 
 
-def _values(run: Run, keys: list[str]) -> list[float] | None:
-    values = [run.metrics.get(k) for k in keys]
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        return [float(v) for v in values]
-    return None
+def _values(config: Configuration, keys: list[str]) -> list[float] | None:
+    """The configuration's mean of each objective over its completed seeds; None without one."""
+    values = [config.mean(k) for k in keys]
+    return None if any(v is None for v in values) else [float(v) for v in values]
 
 
-def front(runs: list[Run], goals: dict[str, str]) -> list[Run]:
-    """The completed runs no other completed run beats on every objective (at least as good on
-    each, better on one), in the order of the first objective, best first."""
+def front(configs: list[Configuration], goals: dict[str, str]) -> list[Configuration]:
+    """The configurations (runs that differ only by their seed, at their means) that no other
+    beats on every objective (at least as good on each, better on one), best first on the first
+    objective. Pruned and failed runs are no result."""
     keys, signs = list(goals), [1.0 if d == "minimize" else -1.0 for d in goals.values()]
-    scored = [(r, [s * v for s, v in zip(signs, vals)]) for r in runs
-              if r.status == Status.COMPLETED and (vals := _values(r, keys)) is not None]
+    scored = [(c, [s * v for s, v in zip(signs, vals)]) for c in configs if (vals := _values(c, keys)) is not None]
 
     def dominated(a: list[float]) -> bool:
         return any(all(x <= y for x, y in zip(b, a)) and b != a for _, b in scored)
 
-    return [r for r, v in sorted(scored, key=lambda rv: rv[1]) if not dominated(v)]
+    return [c for c, v in sorted(scored, key=lambda cv: cv[1]) if not dominated(v)]
 
 
-def _swept(run: Run) -> list[str]:
-    """The run's swept values as the summary shows them (floats rounded)."""
+def _trials(config: Configuration) -> str:
+    return ",".join(str(r.metrics.get("trial_number", r.label)) for r in config.runs)
+
+
+def _swept(config: Configuration) -> list[str]:
+    """The swept values as the summary shows them (floats rounded)."""
     from article_gpt.sweeps.records import display_value
 
-    return [display_value(str(v)) for v in run.swept.values()]
+    return [display_value(str(v)) for v in config.swept.values()]
 
 
-def _label(run: Run, keys: set[str]) -> str:
-    """The run's values of ``keys`` (those that differ along the front), one per line; its trial
-    number where none differ."""
-    lines = [f"{k}={v}" for k, v in zip(run.swept, _swept(run)) if k in keys]
-    return "\n".join(lines) or f"trial {run.metrics.get('trial_number', run.label)}"
+def _label(config: Configuration, keys: set[str]) -> str:
+    """The values of ``keys`` (those that differ along the front), one per line; the trial
+    numbers where none differ."""
+    lines = [f"{k}={v}" for k, v in zip(config.swept, _swept(config)) if k in keys]
+    return "\n".join(lines) or f"trial {_trials(config)}"
 
 
-def plot(path: Path, runs: list[Run], goals: dict[str, str], best: list[Run], title: str) -> None:
-    """The first two objectives against each other: every completed trial, the front joined and
-    each of its points labelled with its swept values."""
+def plot(path: Path, configs: list[Configuration], goals: dict[str, str], best: list[Configuration],
+         title: str) -> None:
+    """The first two objectives against each other: every configuration with a result, the front
+    joined and each of its points labelled with its swept values."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,7 +101,7 @@ def plot(path: Path, runs: list[Run], goals: dict[str, str], best: list[Run], ti
     from article_gpt.tracking.report import plain_ticks
 
     (kx, dx), (ky, dy) = list(goals.items())[:2]
-    points = [(v, r) for r in runs if r.status == Status.COMPLETED and (v := _values(r, [kx, ky]))]
+    points = [(v, c) for c in configs if (v := _values(c, [kx, ky]))]
     fig, ax = plt.subplots(figsize=(8, 5.5))
     on_front = {id(r) for r in best}
     others = [v for v, r in points if id(r) not in on_front]
@@ -135,17 +139,19 @@ def report(runs: list[Run], sweep_dir: Path) -> list[str]:
     goals = dict(OmegaConf.load(best_file).get("objectives") or {}) if best_file.is_file() else {}
     if len(goals) < 2:
         return []
-    best = front(runs, goals)
+    configs = configurations(runs)
+    best = front(configs, goals)
     keys = list(goals)
-    head = ["trial", *(list(best[0].swept) if best else []), *keys]
-    lines = ["## Pareto front", "", f"{len(best)} Pareto-optimal trials: no other completed trial is at least as "
-             "good on every objective (" + ", ".join(f"{k}: {d}" for k, d in goals.items()) + ").", "",
+    head = ["trial", *(list(best[0].swept) if best else []), *keys, *(["n"] if seeded(configs) else [])]
+    what = "configurations (the mean over their seeds)" if seeded(configs) else "trials"
+    lines = ["## Pareto front", "", f"{len(best)} Pareto-optimal {what}: no other is at least as good on "
+             "every objective (" + ", ".join(f"{k}: {d}" for k, d in goals.items()) + ").", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in best:
-        lines.append("| " + " | ".join([str(r.metrics.get("trial_number", r.label)), *_swept(r),
-                                        *(f"{v:.4g}" for v in _values(r, keys))]) + " |")
+    for c in best:
+        lines.append("| " + " | ".join([_trials(c), *_swept(c), *(f"{v:.4g}" for v in _values(c, keys)),
+                                        *([str(c.n())] if seeded(configs) else [])]) + " |")
     lines += ["", f"![{keys[1]} against {keys[0]}, the front in red]({PNG})", ""]
     with (sweep_dir / "summary.md").open("a", encoding="utf-8") as f:
         f.write("\n" + "\n".join(lines))
-    plot(sweep_dir / PNG, runs, goals, best, f"Sweep {sweep_dir.name}: the trade-off front")
+    plot(sweep_dir / PNG, configs, goals, best, f"Sweep {sweep_dir.name}: the trade-off front")
     return lines[:-2]
