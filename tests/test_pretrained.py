@@ -150,7 +150,9 @@ def test_finetune_end_to_end_then_generate(run_cli, outputs, hf_dir, hf_model):
     assert hp["pretrained"] == str(hf_dir)  # where the weights started, beside a plain GPTConfig
     assert hp["model"] == {"vocab_size": 50257, "block_size": 16, "embedding_dim": 32, "num_layers": 2, "heads": 4,
                            "head_size": 8, "bias": True, "tie_weights": True, "gelu_approximate": "tanh",
-                           "dropout": 0.1, "loss_chunk_size": 1024}
+                           "dropout": 0.1, "loss_chunk_size": 1024,  # and GPT-2's own architecture:
+                           "position": "learned", "qk_norm": False, "mlp_activation": "gelu",
+                           "zero_init_proj": False, "logit_softcap": None}
     trained = ckpt["state_dict"]["model.blocks.0.attn.qkv.weight"]
     start = hf_model.transformer.h[0].attn.c_attn.weight.t()
     assert not torch.equal(trained, start) and (trained - start).abs().max() < 0.05  # fine-tuned, not replaced
