@@ -72,10 +72,11 @@ def test_the_estimate_uses_the_recorded_runs(planned_and_run):
     assert "a default (no completed run" in plan.stdout  # before the sweep ran: stated defaults
     again = run("train.py", "-m", *SWEEP, "plan=true").stdout
     assert "past runs nearest in size" in again and "median of past runs" in again
-    four = run("train.py", "-m", *SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1",
-               "plan=true").stdout
+    # 16 planned jobs (nothing runs), so that two slots save more than the whole seconds it prints
+    many = [*SWEEP, "seed=1,2,3,4,5,6,7,8", "threads=1", "plan=true"]
+    four = run("train.py", "-m", *many, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2").stdout
     assert "hydra.launcher.n_jobs=2" in four
-    assert wall(four) < wall(run("train.py", "-m", *SWEEP, "threads=1", "plan=true").stdout)  # two slots
+    assert wall(four) < wall(run("train.py", "-m", *many).stdout)  # two slots
 
 
 def test_an_optuna_search_shows_its_costliest_trial_and_the_total(run_cli, outputs):
