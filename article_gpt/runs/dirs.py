@@ -24,6 +24,12 @@ CONFIG = Path(".hydra") / "config.yaml"  # the job's composed config, as Hydra s
 MULTIRUN = "multirun.yaml"  # a sweep's recorded command line, in the sweep directory
 OPTUNA_JOURNAL = "optuna_journal.log"  # an Optuna search's study (JournalStorage), in the sweep directory
 OPTUNA_DB = "optuna.db"  # the SQLite study of a search started before the journal; it continues there
+
+
+def is_database_url(storage: str) -> bool:
+    """An Optuna storage names a database by a URL (``sqlite:///...``, ``postgresql://...``);
+    any other text is a journal file's path (JournalStorage, as optuna-dashboard reads it)."""
+    return "://" in storage
 ERROR_LOG = "error.log"  # a failed run's traceback (rank 0; other DDP ranks: error.rank<n>.log)
 LOSS_PNG, SAMPLES, WANDB_DIR = "loss.png", "samples.txt", "wandb"
 RUN_GLOBS = ("runs/*", "sweeps/*/*")  # where runs live under a log dir

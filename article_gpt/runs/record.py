@@ -153,6 +153,12 @@ FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
 # the rest: settings, facts of the machine, text
 OPTIMIZABLE_METRICS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.metadata.get("goal"))
 MAXIMIZED = frozenset(f.name for f in dataclasses.fields(RunRecord) if f.metadata.get("goal") == "max")
+
+
+def direction(metric: str) -> str:
+    """The Optuna direction a metric is optimized in: its field's own goal (``maximize`` for
+    MAXIMIZED, ``minimize`` for every other)."""
+    return "maximize" if metric in MAXIMIZED else "minimize"
 NOT_OPTIMIZABLE = tuple(name for name in FIELDS if name not in OPTIMIZABLE_METRICS)
 
 

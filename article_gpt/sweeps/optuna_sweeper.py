@@ -43,7 +43,8 @@ from omegaconf import DictConfig, OmegaConf
 from article_gpt.errors import ConfigError, exit_on_user_error
 from article_gpt.runs import record
 from article_gpt.runs.dirs import MULTIRUN
-from article_gpt.runs.record import MAXIMIZED, Status  # MAXIMIZED: every other metric is minimized
+from article_gpt.runs.record import Status
+from article_gpt.runs.record import direction as record_direction
 from article_gpt.sweeps import pareto
 from article_gpt.sweeps.optuna_workers import WORKER_ATTR, Worker, ask_lock, locked, storage_url, wait_for_others
 
@@ -107,13 +108,32 @@ class OptunaSweeperImpl(Sweeper):
         metric = str(self.config.get("optimized_metric") or "val_loss")
         direction = self.direction
         if direction == "auto":
-            direction = "maximize" if metric in MAXIMIZED else "minimize"
+            direction = record_direction(metric)
         if direction not in ("minimize", "maximize"):
             raise ConfigError(f"hydra.sweeper.direction={direction}: must be auto, minimize or maximize")
         if self.pruner.get("name") != "none" and metric not in PRUNABLE:
             raise ConfigError(f"hydra.sweeper.pruner.name={self.pruner.get('name')}: pruning compares val/loss, "
                               f"so optimized_metric={metric} needs hydra.sweeper.pruner.name=none")
         return {metric: direction}
+
+    def validated(self, arguments: list[str], loader) -> tuple[dict[str, str], Any]:
+        """The objectives and the search space, every setting checked (ConfigError, one line):
+        what the sweep runs before it writes anything, and what plan=true prices."""
+        from article_gpt.sweeps import search_space
+
+        goals = self._check()
+        space = search_space.parse(self.params, arguments, self.config, loader)
+        if not space.dims:
+            raise ConfigError("hydra.sweeper.params: empty search space; give keys such as "
+                              "model.heads: choice(2,4,8) (or a sweep on the command line)")
+        self._sampler(space)  # the grid sampler's own refusal of an interval
+        return goals, space
+
+    def trial_count(self, space) -> int:
+        """``n_trials``, or a grid's size where that is smaller (past the grid Optuna would repeat points)."""
+        if self.sampler["name"] == "grid":
+            return min(self.n_trials, math.prod(len(v) for v in space.grid().values()))
+        return self.n_trials
 
     def _sampler(self, space, number: int = 0):
         """The sampler that asks trial ``number``. Its seed is ``seed + number``, so workers sharing
@@ -137,17 +157,11 @@ class OptunaSweeperImpl(Sweeper):
 
     # --- the loop -------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
-        from article_gpt.sweeps import search_space
         from article_gpt.training import pruning
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         with exit_on_user_error():  # one line and exit 2, before the sweep dir exists
-            goals = self._check()
-            space = search_space.parse(self.params, arguments, self.config, self.hydra_context.config_loader)
-            if not space.dims:
-                raise ConfigError("hydra.sweeper.params: empty search space; give keys such as "
-                                  "model.heads: choice(2,4,8) (or a sweep on the command line)")
-            self._sampler(space)
+            goals, space = self.validated(arguments, self.hydra_context.config_loader)
             try:
                 spec = pruning.pruner_spec(self.pruner if len(goals) == 1 else {"name": "none"})
             except (ValueError, TypeError) as err:
@@ -161,10 +175,7 @@ class OptunaSweeperImpl(Sweeper):
         study = optuna.create_study(study_name=name, storage=pruning.open_storage(url), load_if_exists=True,
                                     pruner=pruning.build_pruner(spec), directions=list(goals.values()))
         study.set_user_attr(pruning.PRUNER_ATTR, spec)
-        n_trials = self.n_trials
-        if self.sampler["name"] == "grid":
-            size = math.prod(len(v) for v in space.grid().values())
-            n_trials = min(n_trials, size)  # past the grid, Optuna would repeat points
+        n_trials = self.trial_count(space)
         lock, worker = ask_lock(url, sweep_dir), Worker(sweep_dir)
         try:
             return self._loop(study, space, goals, n_trials, spec, url, sweep_dir, lock, worker)

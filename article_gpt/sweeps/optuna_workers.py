@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from article_gpt.runs.dirs import OPTUNA_DB, OPTUNA_JOURNAL
+from article_gpt.runs.dirs import OPTUNA_DB, OPTUNA_JOURNAL, is_database_url
 
 log = logging.getLogger(__name__)
 WORKERS = ".optuna_workers"  # in the sweep dir: one file per live sweeper process, held locked
@@ -69,7 +69,7 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
     """``hydra.sweeper.storage`` if given (a database URL, or a journal file's path, made absolute
     for the jobs); else the sweep dir's optuna.db where one exists, else its journal file."""
     if storage:
-        return str(storage) if "://" in str(storage) else str(Path(str(storage)).expanduser().resolve())
+        return str(storage) if is_database_url(str(storage)) else str(Path(str(storage)).expanduser().resolve())
     db = sweep_dir / OPTUNA_DB
     return f"sqlite:///{db}" if db.is_file() else str(sweep_dir / OPTUNA_JOURNAL)
 
@@ -79,7 +79,7 @@ def ask_lock(url: str, sweep_dir: Path):
     or SQLite file; for a database server, in the sweep dir (its workers share that dir)."""
     from optuna.storages.journal import JournalFileOpenLock
 
-    if "://" not in url:
+    if not is_database_url(url):
         base = url
     elif url.startswith("sqlite:///"):
         base = url.removeprefix("sqlite:///")

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from article_gpt.errors import ConfigError
-from article_gpt.runs.record import MAXIMIZED, OPTIMIZABLE_METRICS
+from article_gpt.runs.record import OPTIMIZABLE_METRICS
+from article_gpt.runs.record import direction as record_direction
 from article_gpt.sweeps.seeds import Configuration, configurations, seeded
 
 if TYPE_CHECKING:
@@ -47,8 +48,7 @@ def objectives(spec: Any) -> dict[str, str]:
             raise ConfigError(f"hydra.sweeper.objectives: {entry}: a direction is one of {', '.join(DIRECTIONS)}")
         if key in out:
             raise ConfigError(f"hydra.sweeper.objectives: {key}: named twice")
-        out[key] = direction if direction in ("minimize", "maximize") else \
-            ("maximize" if key in MAXIMIZED else "minimize")
+        out[key] = direction if direction in ("minimize", "maximize") else record_direction(key)
     return out
 
 

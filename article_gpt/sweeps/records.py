@@ -185,7 +185,7 @@ def log_declared(runs: list[Run]) -> set[str]:
     multirun.yaml (``hydra.sweeper.params`` or the command line)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from article_gpt.sweeps.search_space import flatten
+    from article_gpt.sweeps.search_space import flatten, log_tagged
 
     lines: list[str] = []
     for sweep_dir in dict.fromkeys(r.run_dir.parent for r in runs):
@@ -202,7 +202,7 @@ def log_declared(runs: list[Run]) -> set[str]:
             (override,) = parser.parse_overrides([line])
         except Exception:  # noqa: BLE001 - a line Hydra itself ran with; an odd one only loses its tag
             continue
-        if "log" in (getattr(override.value(), "tags", None) or ()):
+        if log_tagged(override):
             found.add(override.get_key_element().lstrip("+"))
     return found
 

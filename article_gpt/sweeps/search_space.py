@@ -92,32 +92,37 @@ def _choice_value(x: Any) -> Any:
     return Transformer.str(x)  # lists, dicts: their override text
 
 
+def log_tagged(override) -> bool:
+    """Whether a sweep override is scaled by log (Hydra's ``tag(log, ...)``)."""
+    return "log" in (getattr(override.value(), "tags", None) or ())
+
+
 def _dimension(override, where: str) -> Dimension:
     import optuna.distributions as D
     from hydra.core.override_parser.types import IntervalSweep, RangeSweep, Transformer
 
     key, value = override.get_key_element(), override.value()
-    tags = set(getattr(value, "tags", ()) or ())
+    tags, log = set(getattr(value, "tags", ()) or ()), log_tagged(override)
     if isinstance(value, RangeSweep):
         values = list(value.range())
         if not values:
             raise ConfigError(f"{where}: empty range")
         if all(isinstance(v, int) for v in values):
             lo, hi, step = min(values), max(values), abs(int(value.step or 1))
-            if "log" in tags and step != 1:
+            if log and step != 1:
                 raise ConfigError(f"{where}: a log-scaled range needs step 1")
-            return Dimension(key, D.IntDistribution(lo, hi, log="log" in tags, step=step), sorted(values))
+            return Dimension(key, D.IntDistribution(lo, hi, log=log, step=step), sorted(values))
         # float ranges are categorical: the exact values Hydra enumerates, no rounding drift
         return Dimension(key, D.CategoricalDistribution(values), values)
     if isinstance(value, IntervalSweep):
         lo, hi = value.start, value.end
         if lo is None or hi is None or not lo < hi:
             raise ConfigError(f"{where}: interval(lo, hi) needs lo < hi")
-        if "log" in tags and lo <= 0:
+        if log and lo <= 0:
             raise ConfigError(f"{where}: a log-scaled interval needs lo > 0")
         if "int" in tags:
-            return Dimension(key, D.IntDistribution(math.ceil(lo), math.floor(hi), log="log" in tags), None)
-        return Dimension(key, D.FloatDistribution(float(lo), float(hi), log="log" in tags), None)
+            return Dimension(key, D.IntDistribution(math.ceil(lo), math.floor(hi), log=log), None)
+        return Dimension(key, D.FloatDistribution(float(lo), float(hi), log=log), None)
     raw = list(override.sweep_iterator())
     choices = [_choice_value(x) for x in raw]
     if len(set(map(repr, choices))) != len(choices):

@@ -74,11 +74,12 @@ def find_sweep(target: str, outputs: Path) -> list[Run]:
         return load_runs([path])
     if not outputs.is_dir():
         raise WorkspaceError(f"{target}: neither a folder nor a sweep id with runs under {outputs}")
-    found = [p.parent for p in sorted(outputs.glob(f"**/{record.FILE}")) if is_run_dir(p.parent)]
-    runs = [r for r in load_runs(found) if r.metrics.get("group") == target] if found else []
-    if not runs:
+    # only each record's group is read to find them; the runs are then loaded (and labelled) once
+    found = [run for pattern in dirs.RUN_GLOBS for run in sorted(outputs.glob(pattern))
+             if is_run_dir(run) and (rec := record.read(run)) is not None and rec.group == target]
+    if not found:
         raise WorkspaceError(f"{target}: no folder of that name, and no run under {outputs} has it as its W&B group")
-    return load_runs([r.run_dir for r in runs])  # labelled and swept among themselves only
+    return load_runs(found)
 
 
 def build_workspace(view: SweepView, entity: str):

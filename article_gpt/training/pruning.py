@@ -20,6 +20,8 @@ from typing import Any
 
 import lightning as L
 
+from article_gpt.runs import dirs
+
 # The pruner is not stored by Optuna, only its name and options (a study user attribute), so
 # every process that asks should_prune() builds the same one. The options each pruner takes
 # (conf/hydra/sweeper/optuna.yaml lists them all, with their defaults):
@@ -59,7 +61,7 @@ def open_storage(url: str):
     waits up to a minute for a lock: parallel jobs write their intermediate values to one file."""
     import optuna
 
-    if "://" not in url:
+    if not dirs.is_database_url(url):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(url))
